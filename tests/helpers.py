@@ -1,0 +1,35 @@
+"""Small scene builders shared by the tests."""
+import math
+
+import torch
+
+from gaussians import GaussianModel, inverse_sigmoid, rgb_to_sh
+
+
+def make_gaussians(n=20, seed=0, sh_degree=0, dtype=torch.float32, opacity_range=(0.3, 0.9), scale_range=(0.03, 0.12),
+                   radius=0.4):
+    """Random anisotropic Gaussians with random rotations, opacities and colours."""
+    g = torch.Generator().manual_seed(seed)
+    means = (torch.rand(n, 3, generator=g) * 2 - 1) * radius
+    lo, hi = scale_range
+    scales = torch.log(lo + (hi - lo) * torch.rand(n, 3, generator=g))
+    quats = torch.randn(n, 4, generator=g)
+    op = opacity_range[0] + (opacity_range[1] - opacity_range[0]) * torch.rand(n, generator=g)
+    rgb = torch.rand(n, 3, generator=g)
+    shN = 0.2 * torch.randn(n, (sh_degree + 1) ** 2 - 1, 3, generator=g)
+    return GaussianModel(sh_degree).set_params(
+        dtype=dtype, means=means, scales=scales, quats=quats, opacities=inverse_sigmoid(op),
+        sh0=rgb_to_sh(rgb)[:, None], shN=shN)
+
+
+def sphere_of_gaussians(n=2000, radius=0.5, scale=0.03, opacity=0.9, seed=0):
+    """Isotropic Gaussians on a sphere surface (an analytic shape)."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(n, 3, generator=g)
+    means = radius * d / d.norm(dim=1, keepdim=True)
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1
+    return GaussianModel(0).set_params(
+        means=means, scales=torch.full((n, 3), math.log(scale)), quats=quats,
+        opacities=torch.full((n,), float(inverse_sigmoid(torch.tensor(opacity)))),
+        sh0=rgb_to_sh(torch.full((n, 3), 0.7))[:, None], shN=torch.zeros(n, 0, 3))
