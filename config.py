@@ -13,7 +13,8 @@ class ConfigError(ValueError):
 
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     keys = []
-    for k, v in cfg.items():
+    for k in cfg.keys():
+        v = cfg._get_node(k)
         name = f"{prefix}{k}"
         keys.append(name)
         if isinstance(v, DictConfig):
