@@ -127,3 +127,17 @@ class Camera:
     def tensors(self, device="cpu"):
         """(viewmat [4,4], K [3,3]) as float32 tensors on ``device``."""
         return (torch.from_numpy(self.viewmat).to(device), torch.from_numpy(self.K).to(device))
+
+
+@dataclass
+class View:
+    """A camera to render for the guidance, with what each prior needs to know about it:
+    orbit parameters (Zero123 conditions on their difference from the input view), the
+    background the render was composited on, and the index of a posed view (recon mode)."""
+
+    camera: Camera
+    elevation: float | None = None  # degrees
+    azimuth: float | None = None  # degrees
+    radius: float | None = None
+    background: tuple = (1.0, 1.0, 1.0)
+    index: int | None = None

@@ -32,14 +32,29 @@ def check_known_keys(base: DictConfig, override: DictConfig, source: str):
             raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
 
 
-def load_config(path: str, overrides: list[str] | tuple = ()) -> DictConfig:
-    """Load ``path`` (YAML) and apply ``key=value`` overrides; every key must already exist."""
+def _load_yaml(path: str, seen=()) -> DictConfig:
+    """A YAML config; ``_base_: other.yaml`` (relative to it) inherits every key of that file,
+    and the file may then only set keys the base has."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
         cfg = OmegaConf.load(path)
     except Exception as e:
         raise ConfigError(f"cannot parse config {path}: {e}") from None
+    base = cfg.pop("_base_", None)
+    if base is None:
+        return cfg
+    base_path = os.path.join(os.path.dirname(path), base)
+    if os.path.abspath(base_path) in seen:
+        raise ConfigError(f"config {path}: _base_ cycle through {base}")
+    parent = _load_yaml(base_path, seen + (os.path.abspath(path),))
+    check_known_keys(parent, cfg, path)
+    return OmegaConf.merge(parent, cfg)
+
+
+def load_config(path: str, overrides: list[str] | tuple = ()) -> DictConfig:
+    """Load ``path`` (YAML) and apply ``key=value`` overrides; every key must already exist."""
+    cfg = _load_yaml(path)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")

@@ -6,7 +6,7 @@
         out = render(model, camera)
         strategy.step_pre_backward(out)                       # keep the screen-space gradient
         loss.backward()
-        strategy.step_post_backward(model, state, out, step)  # stats; may clone/split/prune/reset
+        strategy.step_post_backward(model, state, [(out, W, H)], step)  # may clone/split/prune/reset
         model.optimizer.step(); model.optimizer.zero_grad()
 
 The low-level operations below edit every parameter and Adam's moments in one place
@@ -107,12 +107,13 @@ class DensifyStrategy:
         state["max_radii"][vis] = torch.maximum(state["max_radii"][vis], radii[vis])
 
     @torch.no_grad()
-    def step_post_backward(self, model: GaussianModel, state: dict, info: dict, step: int,
-                           width: int, height: int, generator=None) -> dict:
-        """Feed one optimisation step; returns counts of what was done at this step."""
+    def step_post_backward(self, model: GaussianModel, state: dict, renders, step: int, generator=None) -> dict:
+        """Feed one optimisation step; ``renders`` lists (render output, width, height) of every
+        image rendered in it. Returns counts of what was done at this step."""
         report = {"cloned": 0, "split": 0, "pruned": 0, "reset": False}
         if self.density_start_iter <= step <= self.density_end_iter:
-            self.update_state(state, info, width, height)
+            for info, width, height in renders:
+                self.update_state(state, info, width, height)
             if step % self.densification_interval == 0:
                 report.update(self.densify_and_prune(model, state, generator))
             if self.opacity_reset_interval > 0 and step % self.opacity_reset_interval == 0:

@@ -87,7 +87,7 @@ def test_strategy_clones_small_splits_large_prunes_transparent():
         pix = torch.tensor([[0.02, 0], [0.001, 0], [0, 0.02], [0.02, 0]]) / (W / 2)
         (means2d * pix).sum().backward()
         info = {"means2d": means2d, "visibility": torch.ones(4, dtype=torch.bool), "radii": torch.full((4,), 3)}
-        rep = s.step_post_backward(g, state, info, step, W, H)
+        rep = s.step_post_backward(g, state, [(info, W, H)], step)
     assert rep["cloned"] == 2 and rep["split"] == 1
     # 4 - 1 split parent + 2 clones + 2 children = 7, minus the transparent point and its clone
     assert rep["pruned"] == 2 and len(g) == 5
@@ -104,7 +104,7 @@ def test_strategy_accumulates_only_visible_and_resets_opacity():
         (means2d * torch.tensor([[1.0, 0], [0, 1], [1, 1]])).sum().backward()
         info = {"means2d": means2d, "visibility": torch.tensor([True, True, False]),
                 "radii": torch.tensor([2, step, 9])}
-        rep = s.step_post_backward(g, state, info, step, 10, 20)
+        rep = s.step_post_backward(g, state, [(info, 10, 20)], step)
     torch.testing.assert_close(state["count"], torch.tensor([3.0, 3, 0]))
     torch.testing.assert_close(state["grad2d"], torch.tensor([15.0, 30, 0]))
     torch.testing.assert_close(state["max_radii"], torch.tensor([2.0, 3, 0]))

@@ -1,0 +1,59 @@
+"""Command-line handling shared by main.py and main2.py: config + overrides, one-line errors."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse(argv, description):
+    ap = argparse.ArgumentParser(description=description,
+                                 epilog="Any config key can be overridden as key=value, e.g. iters=300 save_path=cat")
+    ap.add_argument("--config", required=True, help="YAML config (configs/image.yaml, text.yaml, recon.yaml, ...)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars (batch logs)")
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks")
+    ap.add_argument("overrides", nargs="*", help="key=value")
+    args = ap.parse_intermixed_args(argv)
+    return args
+
+
+def user_errors():
+    """Exception types whose message is meant for the user (printed as one line)."""
+    from config import ConfigError
+    from gaussians import PlyFormatError
+    from guidance import ModelNotFoundError
+    from inputs import InputError
+    from mesh import MeshFormatError
+    from mesh_utils import NoSurfaceError
+    from views import ViewsError
+
+    return (ConfigError, PlyFormatError, ModelNotFoundError, InputError, MeshFormatError, NoSurfaceError,
+            ViewsError, FileNotFoundError, ValueError, FloatingPointError, RuntimeError)
+
+
+def run_stage(stage: int, argv=None) -> int:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    args = parse(sys.argv[1:] if argv is None else argv,
+                 "DreamGaussian stage 1: Gaussians + coarse mesh" if stage == 1 else
+                 "DreamGaussian stage 2: texture refinement")
+    try:
+        from config import load_config
+        from trainer import Stage1, Stage2
+
+        overrides = list(args.overrides) + (["quiet=true"] if args.quiet else [])
+        cfg = load_config(args.config, overrides)
+        if cfg.save_path in (None, "", "???") or "save_path" not in cfg or cfg._get_node("save_path")._is_missing():
+            raise ValueError("save_path is required: add save_path=NAME")
+        trainer = (Stage1 if stage == 1 else Stage2)(cfg)
+        record = trainer.run()
+        print(f"stage {stage} done: {', '.join(f'{k}: {v}' for k, v in record['outputs'].items())}")
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug or not isinstance(e, user_errors()):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

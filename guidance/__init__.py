@@ -1,0 +1,73 @@
+"""Guidance: the priors (or data) that tell stage 1 and stage 2 what the object should look like.
+
+Every guidance has the same small interface:
+
+    prepare(**conditioning)                        compute conditioning once (image or text embeddings)
+    train_step(images, views, step_ratio) -> loss  stage 1 (SDS for diffusion priors); loss.backward()
+                                                   sends the gradient into ``images``
+    refine(images, views, strength, steps) -> images   stage 2: SDEdit-style targets for an MSE loss
+    sample_views(batch, rng) -> list[View] | None  cameras it wants rendered (None: the trainer
+                                                   samples random orbit views)
+
+``images`` are [B,3,H,W] renders in [0,1]; ``views`` the matching cameras.View list.
+"""
+from __future__ import annotations
+
+
+class Guidance:
+    def prepare(self, **conditioning):
+        return self
+
+    def sample_views(self, batch: int, rng):
+        return None
+
+    def train_step(self, images, views, step_ratio: float):
+        raise NotImplementedError
+
+    def refine(self, images, views, strength: float, steps: int):
+        raise NotImplementedError
+
+
+class ModelNotFoundError(RuntimeError):
+    """A guidance model that cannot be loaded (offline, wrong id, wrong folder layout)."""
+
+
+def build_guidance(cfg, device, views=None):
+    """The guidance of ``cfg.mode``: ``recon`` -> posed views; ``image`` -> Zero123 (optionally
+    with Stable Diffusion when lambda_sd > 0); ``text`` -> Stable Diffusion."""
+    if cfg.mode == "recon":
+        from guidance.views import ViewGuidance
+
+        return ViewGuidance(views, device)
+    parts = []
+    if cfg.mode == "image" and cfg.lambda_zero123 > 0:
+        from guidance.zero123 import Zero123Guidance
+
+        parts.append((cfg.lambda_zero123, Zero123Guidance.from_config(cfg, device)))
+    if cfg.mode == "text" or cfg.lambda_sd > 0:
+        from guidance.sd import StableDiffusionGuidance
+
+        parts.append((cfg.lambda_sd if cfg.mode == "image" else max(cfg.lambda_sd, 1.0),
+                      StableDiffusionGuidance.from_config(cfg, device)))
+    if not parts:
+        raise ValueError(f"mode '{cfg.mode}' with lambda_zero123=0 and lambda_sd=0 has no guidance")
+    return parts[0][1] if len(parts) == 1 and parts[0][0] == 1.0 else WeightedGuidance(parts)
+
+
+class WeightedGuidance(Guidance):
+    """A weighted sum of priors (e.g. Zero123 + Stable Diffusion)."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def prepare(self, **conditioning):
+        for _, g in self.parts:
+            g.prepare(**conditioning)
+        return self
+
+    def train_step(self, images, views, step_ratio):
+        return sum(w * g.train_step(images, views, step_ratio) for w, g in self.parts)
+
+    def refine(self, images, views, strength, steps):
+        total = sum(w for w, _ in self.parts)
+        return sum(w * g.refine(images, views, strength, steps) for w, g in self.parts) / total

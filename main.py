@@ -1,0 +1,10 @@
+"""Stage 1: optimise 3D Gaussians, export the Gaussians (.ply) and a coarse textured mesh.
+
+    python main.py --config configs/image.yaml input=data/name_rgba.png save_path=name
+"""
+import sys
+
+from cli import run_stage
+
+if __name__ == "__main__":
+    sys.exit(run_stage(1))

@@ -1,0 +1,371 @@
+"""The two optimisation stages, importable and testable without any GUI.
+
+    Stage1(cfg).run()   Gaussians from the guidance, then the coarse textured mesh
+    Stage2(cfg).run()   the mesh's texture refined with SDEdit-style MSE targets
+
+Outputs (``cfg.outdir``, base name ``cfg.save_path``):
+    <name>_model.ply            stage-1 Gaussians (standard 3DGS layout)
+    <name>_mesh.obj|glb (+mtl, _albedo.png)   stage-1 coarse textured mesh
+    <name>.obj|glb (+mtl, _albedo.png)        stage-2 refined mesh
+    <name>_run.json             resolved config, seed, timings per stage, counts, versions
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from cameras import Camera, View
+
+# ------------------------------------------------------------------ utilities
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def output_paths(cfg) -> dict:
+    base = os.path.join(cfg.outdir, cfg.save_path)
+    ext = "." + cfg.mesh_format
+    return {"ply": base + "_model.ply", "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json"}
+
+
+def update_run_json(path: str, stage: str, cfg, record: dict):
+    """Merge this stage's record into ``<name>_run.json`` (atomically)."""
+    data = {}
+    if os.path.isfile(path):
+        try:
+            data = json.load(open(path))
+        except json.JSONDecodeError:
+            data = {}
+    import diffusers
+    import transformers
+
+    data["versions"] = {"python": platform.python_version(), "torch": torch.__version__,
+                        "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+                        "platform": platform.platform()}
+    data[stage] = {"config": OmegaConf.to_container(cfg, resolve=True), **record}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def progress(iterable, quiet: bool, desc: str):
+    if quiet:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, dynamic_ncols=True, file=sys.stderr)
+
+
+def check_common(cfg):
+    for key in ("iters", "iters_refine", "batch_size", "ref_size", "num_pts"):
+        if key in cfg and cfg[key] is not None and cfg[key] < (1 if key != "iters_refine" else 0):
+            raise ValueError(f"{key} must be positive, got {cfg[key]}")
+    if cfg.mesh_format not in ("obj", "glb"):
+        raise ValueError(f"mesh_format must be obj or glb, got '{cfg.mesh_format}'")
+    if cfg.mode not in ("image", "text", "recon"):
+        raise ValueError(f"mode must be image, text or recon, got '{cfg.mode}'")
+
+
+class Context:
+    """What both stages share: device, inputs, guidance, camera sampling."""
+
+    def __init__(self, cfg, log=print):
+        check_common(cfg)
+        self.cfg = cfg
+        self.log = log
+        self.device = pick_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.ref = None  # (camera, rgb [3,S,S], mask [1,S,S]) of the input view (image mode)
+        self.views = None
+        if cfg.mode == "image":
+            from inputs import load_input_image
+
+            rgb, mask = load_input_image(cfg.input, cfg.ref_size, cfg.recenter, cfg.border_ratio)
+            cam = Camera.orbit(cfg.elevation, 0.0, cfg.radius, cfg.fovy, cfg.ref_size)
+            self.ref = (cam, rgb.to(self.device), mask.to(self.device))
+        elif cfg.mode == "recon":
+            from views import load_views
+
+            self.views = load_views(cfg.input, cfg, self.device)
+        self._guidance = None
+
+    @property
+    def guidance(self):
+        """Built on first use (loading diffusion models is slow)."""
+        if self._guidance is None:
+            from guidance import build_guidance
+
+            g = build_guidance(self.cfg, self.device, self.views)
+            if self.cfg.mode == "image":
+                g.prepare(image=self.ref[1], mask=self.ref[2], elevation=self.cfg.elevation)
+            elif self.cfg.mode == "text":
+                prompt = self.cfg.prompt
+                if not prompt and self.cfg.input:
+                    from inputs import read_caption
+
+                    prompt = read_caption(self.cfg.input)
+                if not prompt:
+                    raise ValueError("text mode needs prompt=\"...\" (or a <name>_caption.txt beside input)")
+                g.prepare(prompt=prompt, negative_prompt=self.cfg.negative_prompt)
+            self._guidance = g
+        return self._guidance
+
+    def sample_views(self, resolution: int):
+        """Views for this step: the guidance's own (recon) or random orbits around the input
+        elevation, each with a random white/black background."""
+        cfg = self.cfg
+        views = self.guidance.sample_views(cfg.batch_size, self.rng)
+        if views is None:
+            el0 = cfg.elevation
+            lo = max(min(cfg.min_ver, cfg.min_ver - el0), -80 - el0)
+            hi = min(max(cfg.max_ver, cfg.max_ver - el0), 80 - el0)
+            views = []
+            for _ in range(cfg.batch_size):
+                el = el0 + float(self.rng.uniform(lo, hi))
+                az = float(self.rng.uniform(-180, 180))
+                views.append(View(Camera.orbit(el, az, cfg.radius, cfg.fovy, resolution), el, az, cfg.radius))
+        for v in views:
+            v.background = (0.0, 0.0, 0.0) if self.rng.random() < cfg.invert_bg_prob else (1.0, 1.0, 1.0)
+        return views
+
+
+def resolution_at(cfg, step_ratio: float) -> int:
+    sched, marks = list(cfg.resolution_schedule), list(cfg.resolution_milestones)
+    if len(marks) != len(sched) - 1:
+        raise ValueError("resolution_milestones needs one entry fewer than resolution_schedule")
+    return sched[sum(step_ratio >= m for m in marks)]
+
+
+# -------------------------------------------------------------------- stage 1
+class Stage1:
+    """Optimise 3D Gaussians against the guidance, then export the coarse textured mesh."""
+
+    def __init__(self, cfg, log=print, context=None):
+        from densification import DensifyStrategy
+        from gaussians import GaussianModel, OptimConfig
+
+        self.cfg = cfg
+        self.log = log
+        self.ctx = context or Context(cfg, log)
+        self.device = self.ctx.device
+        self.paths = output_paths(cfg)
+        if cfg.load:
+            self.model = GaussianModel.load_ply(cfg.load, device=self.device)
+            log(f"resumed {len(self.model)} Gaussians from {cfg.load}")
+        else:
+            self.model = GaussianModel(cfg.sh_degree, self.device).init_random_blob(
+                cfg.num_pts, cfg.init_radius, cfg.init_opacity, seed=cfg.seed)
+        self.model.setup_optimizer(OptimConfig.from_config(cfg))
+        self.strategy = DensifyStrategy.from_config(cfg)
+        self.state = self.strategy.initialize_state(len(self.model), self.device)
+        self.step = 0
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+    def render(self, camera, bg=(1.0, 1.0, 1.0)):
+        from gs_renderer import render
+
+        return render(self.model, camera, bg, self.cfg.rasterizer, self.cfg.tile_size, self.cfg.chunk_size)
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        self.step += 1
+        step_ratio = min(1.0, self.step / cfg.iters)
+        self.model.update_learning_rate(self.step)
+        loss = torch.zeros((), device=self.device)
+        infos = []
+        if self.ctx.ref is not None:  # the input view: RGB and mask losses
+            cam, rgb, mask = self.ctx.ref
+            out = self.render(cam)
+            self.strategy.step_pre_backward(out)
+            infos.append((out, cam))
+            w_rgb = cfg.lambda_rgb * (step_ratio if cfg.warmup_rgb_loss else 1.0)
+            target = rgb * mask + (1 - mask)  # white background, as rendered
+            loss = loss + w_rgb * F.mse_loss(out["image"], target) + cfg.lambda_mask * F.mse_loss(out["alpha"], mask)
+        views = self.ctx.sample_views(resolution_at(cfg, step_ratio))
+        images = []
+        for v in views:
+            out = self.render(v.camera, v.background)
+            self.strategy.step_pre_backward(out)
+            infos.append((out, v.camera))
+            images.append(out["image"])
+        loss = loss + self.ctx.guidance.train_step(torch.stack(images), views, step_ratio)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage 1 loss became {loss.item()} at step {self.step}")
+        loss.backward()
+        renders = [(out, cam.width, cam.height) for out, cam in infos]
+        report = self.strategy.step_post_backward(self.model, self.state, renders, self.step, self.gen)
+        self.model.optimizer.step()
+        self.model.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.item(), "gaussians": len(self.model), **report}
+
+    def train(self):
+        bar = progress(range(self.cfg.iters), self.cfg.quiet, "stage 1")
+        stats = {}
+        for _ in bar:
+            stats = self.train_step()
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", n=stats["gaussians"])
+        return stats
+
+    def save_ply(self):
+        self.model.save_ply(self.paths["ply"])
+        return self.paths["ply"]
+
+    def export_mesh(self):
+        from mesh_utils import gaussians_to_mesh
+
+        def render_fn(cam):
+            with torch.no_grad():
+                o = self.render(cam, (1.0, 1.0, 1.0))
+            return o["image"].cpu(), o["alpha"].cpu()
+
+        mesh, times, stats = gaussians_to_mesh(self.model, self.cfg, render_fn, log=self.log)
+        if self.ctx.views is not None:  # recon: back to the input's own coordinates
+            mesh.v = self.ctx.views.to_source(mesh.v)
+        mesh.save(self.paths["coarse"])
+        return mesh, times, stats
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        timings = {}
+        interrupted = False
+        try:
+            self.train()
+        except KeyboardInterrupt:
+            interrupted = True
+            self.log(f"interrupted at step {self.step}: saving the Gaussians")
+        timings["train"] = round(time.perf_counter() - t0, 3)
+        self.model.check()
+        self.save_ply()
+        record = {"seed": self.cfg.seed, "steps": self.step, "gaussians": len(self.model),
+                  "outputs": {"ply": self.paths["ply"]}, "timings": timings, "interrupted": interrupted}
+        if not interrupted:
+            t1 = time.perf_counter()
+            _, mesh_times, mesh_stats = self.export_mesh()
+            timings["mesh_export"] = round(time.perf_counter() - t1, 3)
+            timings["mesh_export_stages"] = mesh_times
+            record["mesh"] = mesh_stats
+            record["outputs"]["mesh"] = self.paths["coarse"]
+        timings["total"] = round(time.perf_counter() - t0, 3)
+        if self.ctx.views is not None:
+            record["normalisation"] = {"center": self.ctx.views.center.tolist(), "scale": self.ctx.views.scale}
+        update_run_json(self.paths["run"], "stage1", self.cfg, record)
+        if interrupted:
+            raise KeyboardInterrupt
+        return record
+
+
+# -------------------------------------------------------------------- stage 2
+class Stage2:
+    """Refine the coarse mesh's texture (and optionally its vertices) with MSE to SDEdit-style
+    targets: render, let the guidance noise and denoise the render, fit to the result."""
+
+    def __init__(self, cfg, log=print, context=None):
+        from mesh import Mesh
+
+        self.cfg = cfg
+        self.log = log
+        self.paths = output_paths(cfg)
+        path = cfg.mesh or self.paths["coarse"]
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"stage-2 input mesh not found: {path} (run main.py first, or pass mesh=...)")
+        self.ctx = context or Context(cfg, log)
+        self.device = self.ctx.device
+        mesh = Mesh.load(path)
+        if mesh.vt is None or mesh.albedo is None:
+            raise ValueError(f"{path}: stage 2 needs a mesh with UVs and a texture")
+        if self.ctx.views is not None:  # recon: into the normalised frame the views live in
+            v = self.ctx.views
+            mesh.v = (mesh.v - torch.as_tensor(v.center)) * v.scale
+        self.mesh = mesh.to(self.device)
+        self.albedo = self.mesh.albedo.clone().requires_grad_(True)
+        groups = [{"params": [self.albedo], "lr": cfg.texture_lr}]
+        self.v_offsets = None
+        if cfg.train_geo:
+            self.v_offsets = torch.zeros_like(self.mesh.v, requires_grad=True)
+            groups.append({"params": [self.v_offsets], "lr": cfg.geom_lr})
+        self.optimizer = torch.optim.Adam(groups)
+        self.step = 0
+
+    def render(self, camera, bg=(1.0, 1.0, 1.0)):
+        from mesh_renderer import render_mesh
+
+        return render_mesh(self.mesh, camera, bg, self.cfg.mesh_renderer, self.v_offsets, self.albedo)
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        self.step += 1
+        step_ratio = min(1.0, self.step / max(cfg.iters_refine, 1))
+        loss = torch.zeros((), device=self.device)
+        if self.ctx.ref is not None:  # the input view, where the surface faces the camera
+            cam, rgb, mask = self.ctx.ref
+            out = self.render(cam)
+            valid = ((out["alpha"] > 0) & (out["viewcos"][None] > 0.5)).float()
+            loss = loss + cfg.lambda_ref_view * F.mse_loss(out["image"] * valid, (rgb * mask + 1 - mask) * valid)
+        views = self.ctx.sample_views(cfg.refine_resolution)
+        images = torch.stack([self.render(v.camera, v.background)["image"] for v in views])
+        strength = cfg.refine_strength_start + (cfg.refine_strength_end - cfg.refine_strength_start) * step_ratio
+        with torch.no_grad():
+            targets = self.ctx.guidance.refine(images.detach(), views, strength, cfg.refine_inference_steps)
+        loss = loss + cfg.lambda_refine * F.mse_loss(images, targets.to(images))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.albedo.clamp_(0, 1)
+        return {"loss": loss.item()}
+
+    def export(self):
+        from mesh import Mesh
+
+        v = self.mesh.v if self.v_offsets is None else self.mesh.v + self.v_offsets
+        v = v.detach()
+        if self.ctx.views is not None:
+            v = self.ctx.views.to_source(v)
+        out = Mesh(v.cpu(), self.mesh.f.cpu(), self.mesh.vt.cpu(), self.albedo.detach().clamp(0, 1).cpu())
+        out.save(self.paths["fine"])
+        return out
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        bar = progress(range(self.cfg.iters_refine), self.cfg.quiet, "stage 2")
+        stats = {}
+        for _ in bar:
+            stats = self.train_step()
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        t_train = time.perf_counter() - t0
+        out = self.export()
+        record = {"seed": self.cfg.seed, "steps": self.step, "faces": int(out.f.shape[0]),
+                  "vertices": int(out.v.shape[0]), "outputs": {"mesh": self.paths["fine"]},
+                  "timings": {"train": round(t_train, 3), "total": round(time.perf_counter() - t0, 3)}}
+        update_run_json(self.paths["run"], "stage2", self.cfg, record)
+        return record
