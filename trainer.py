@@ -53,6 +53,12 @@ def output_paths(cfg) -> dict:
     return {"ply": base + "_model.ply", "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json"}
 
 
+def coarse_candidates(paths: dict) -> list:
+    """The stage-1 mesh in the configured format first, then in the other one."""
+    base = paths["coarse"].rsplit(".", 1)[0]
+    return [paths["coarse"]] + [base + e for e in (".obj", ".glb") if base + e != paths["coarse"]]
+
+
 def update_run_json(path: str, stage: str, cfg, record: dict):
     """Merge this stage's record into ``<name>_run.json`` (atomically)."""
     data = {}
@@ -255,14 +261,15 @@ class Stage1:
 
     def run(self) -> dict:
         t0 = time.perf_counter()
-        timings = {}
+        self.ctx.guidance  # load the models (and fail on a missing one) before training starts
+        timings = {"load_guidance": round(time.perf_counter() - t0, 3)}
         interrupted = False
         try:
             self.train()
         except KeyboardInterrupt:
             interrupted = True
             self.log(f"interrupted at step {self.step}: saving the Gaussians")
-        timings["train"] = round(time.perf_counter() - t0, 3)
+        timings["train"] = round(time.perf_counter() - t0 - timings["load_guidance"], 3)
         self.model.check()
         self.save_ply()
         record = {"seed": self.cfg.seed, "steps": self.step, "gaussians": len(self.model),
@@ -294,7 +301,7 @@ class Stage2:
         self.cfg = cfg
         self.log = log
         self.paths = output_paths(cfg)
-        path = cfg.mesh or self.paths["coarse"]
+        path = cfg.mesh or next((p for p in coarse_candidates(self.paths) if os.path.isfile(p)), self.paths["coarse"])
         if not os.path.isfile(path):
             raise FileNotFoundError(f"stage-2 input mesh not found: {path} (run main.py first, or pass mesh=...)")
         self.ctx = context or Context(cfg, log)
@@ -356,6 +363,7 @@ class Stage2:
 
     def run(self) -> dict:
         t0 = time.perf_counter()
+        self.ctx.guidance  # load the models (and fail on a missing one) before refining
         bar = progress(range(self.cfg.iters_refine), self.cfg.quiet, "stage 2")
         stats = {}
         for _ in bar:

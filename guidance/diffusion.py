@@ -20,9 +20,19 @@ def resolve_dtype(name: str, device) -> torch.dtype:
     return {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
+def quiet_libraries():
+    """diffusers / transformers print loading notices through logging; keep errors only."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def load_component(cls, path: str, subfolder: str, what: str, config_key: str, **kw):
     """``cls.from_pretrained(path, subfolder=...)`` with a one-line error naming the model and how
     to get it (offline machine, wrong id, wrong folder layout)."""
+    quiet_libraries()
     local = os.path.isdir(path)
     try:
         return cls.from_pretrained(path, subfolder=subfolder, local_files_only=local or _offline(), **kw)
