@@ -17,9 +17,13 @@ nvdiffrast without its antialias pass, silhouettes are hard: alpha has no gradie
 from __future__ import annotations
 
 import importlib.util
+import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cameras import Camera
 
 BACKENDS = ("auto", "torch", "nvdiffrast")
 
@@ -186,3 +190,19 @@ def render_mesh(mesh, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", v_offset
     image = torch.where(mask[..., None], color, bg)
     return {"image": image.permute(2, 0, 1), "alpha": alpha, "depth": depth[None], "normal": normal.permute(2, 0, 1),
             "uv": uv, "face_id": face_id, "viewcos": viewcos, "backend": name}
+
+
+def turntable(mesh, frames=60, size=512, elevation=-15.0, fovy=49.1, margin=1.2, backend="auto"):
+    """Frames [N,H,W,3] uint8 around the mesh's bounding sphere."""
+    lo, hi = mesh.bounds()
+    center = (lo + hi) / 2
+    radius = float((hi - lo).norm()) / 2
+    dist = margin * radius / math.sin(math.radians(fovy) / 2)
+    m = type(mesh)(mesh.v - center, mesh.f, mesh.vt, mesh.albedo)
+    out = []
+    with torch.no_grad():
+        for i in range(frames):
+            cam = Camera.orbit(elevation, 360.0 * i / frames, dist, fovy, size)
+            img = render_mesh(m, cam, (1.0, 1.0, 1.0), backend)["image"]
+            out.append((img.permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
+    return np.stack(out)

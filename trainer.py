@@ -97,6 +97,8 @@ def check_common(cfg):
         raise ValueError(f"mesh_format must be obj or glb, got '{cfg.mesh_format}'")
     if cfg.mode not in ("image", "text", "recon"):
         raise ValueError(f"mode must be image, text or recon, got '{cfg.mode}'")
+    if len(cfg.resolution_milestones) != len(cfg.resolution_schedule) - 1:
+        raise ValueError("resolution_milestones needs one entry fewer than resolution_schedule")
 
 
 class Context:
@@ -165,8 +167,6 @@ class Context:
 
 def resolution_at(cfg, step_ratio: float) -> int:
     sched, marks = list(cfg.resolution_schedule), list(cfg.resolution_milestones)
-    if len(marks) != len(sched) - 1:
-        raise ValueError("resolution_milestones needs one entry fewer than resolution_schedule")
     return sched[sum(step_ratio >= m for m in marks)]
 
 

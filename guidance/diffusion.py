@@ -26,7 +26,9 @@ def quiet_libraries():
     import transformers
 
     diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def load_component(cls, path: str, subfolder: str, what: str, config_key: str, **kw):

@@ -157,3 +157,34 @@ def test_missing_model_is_a_one_line_error(tmp_path):
             "iters=1", "guidance_model=/nonexistent/zero123")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Zero123" in r.stderr and "guidance_model=" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_text_to_3d_stage1_with_a_tiny_sd(tmp_path, sd_path):
+    from trainer import Stage1
+
+    cfg = load_config(os.path.join(ROOT, "configs", "text.yaml"),
+                      SMALL + ["prompt=a ghost", "save_path=t", f"outdir={tmp_path}", "iters=3",
+                               "resolution_schedule=[64]", "resolution_milestones=[]", f"sd_model={sd_path}", "density_thresh=0.05"])
+    r = Stage1(cfg, log=lambda *a: None).run()
+    assert r["steps"] == 3 and os.path.isfile(os.path.join(tmp_path, "t_mesh.obj"))
+
+
+def test_ctrl_c_saves_the_gaussians(tmp_path, monkeypatch):
+    from trainer import Stage1
+
+    cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                      SMALL + [f"input={SPOT}", "save_path=c", f"outdir={tmp_path}", "iters=50", "recon_num_views=4"])
+    stage = Stage1(cfg, log=lambda *a: None)
+    real = stage.train_step
+
+    def interrupting():
+        if stage.step == 3:
+            raise KeyboardInterrupt
+        return real()
+    monkeypatch.setattr(stage, "train_step", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run()
+    assert len(GaussianModel.load_ply(os.path.join(tmp_path, "c_model.ply"))) > 0
+    run = json.load(open(os.path.join(tmp_path, "c_run.json")))
+    assert run["stage1"]["interrupted"] and run["stage1"]["steps"] == 3
+    assert not os.path.exists(os.path.join(tmp_path, "c_mesh.obj"))

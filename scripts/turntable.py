@@ -1,0 +1,52 @@
+"""Render a turntable of a textured mesh: an .mp4 or .gif and a grid .png of views.
+
+    python scripts/turntable.py logs/cat.obj --out logs/cat_turntable.gif [--frames 60 --size 512]
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mesh import Mesh, save_image  # noqa: E402
+from mesh_renderer import turntable  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mesh")
+    ap.add_argument("--out", help=".mp4 or .gif (default: <mesh>_turntable.gif)")
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--elevation", type=float, default=-15.0)
+    ap.add_argument("--fps", type=int, default=30)
+    ap.add_argument("--grid", type=int, default=8, help="views in the grid .png")
+    args = ap.parse_args(argv)
+    if not os.path.isfile(args.mesh):
+        print(f"error: mesh not found: {args.mesh}", file=sys.stderr)
+        return 2
+    mesh = Mesh.load(args.mesh)
+    frames = turntable(mesh, args.frames, args.size, args.elevation)
+    out = args.out or os.path.splitext(args.mesh)[0] + "_turntable.gif"
+    import imageio.v2 as imageio
+
+    if out.endswith(".mp4"):
+        try:
+            imageio.mimwrite(out, list(frames), fps=args.fps)
+        except Exception as e:  # imageio-ffmpeg missing
+            print(f"error: cannot write mp4 ({e}); pip install imageio-ffmpeg or use a .gif", file=sys.stderr)
+            return 2
+    else:
+        imageio.mimwrite(out, list(frames), duration=1000 / args.fps, loop=0)
+    idx = np.linspace(0, len(frames), args.grid, endpoint=False).astype(int)
+    grid = np.concatenate(list(frames[idx]), 1)
+    grid_path = os.path.splitext(out)[0] + "_grid.png"
+    save_image(grid_path, grid)
+    print(f"{out}\n{grid_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

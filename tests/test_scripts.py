@@ -1,0 +1,114 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
+SPOT = os.path.join(ROOT, "data", "spot", "spot_triangulated.obj")
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_process_recentres_and_resizes(tmp_path):
+    from PIL import Image
+
+    img = np.zeros((100, 80, 4), np.uint8)
+    img[10:30, 5:25] = 255  # a small square in a corner
+    Image.fromarray(img, "RGBA").save(tmp_path / "sq.png")
+    r = run("process.py", str(tmp_path / "sq.png"), "--size", "64", "--border_ratio", "0.25")
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "sq_rgba.png"))
+    assert out.shape == (64, 64, 4)
+    ys, xs = np.nonzero(out[..., 3] > 127)
+    assert abs(ys.mean() - 31.5) < 1.5 and abs(xs.mean() - 31.5) < 1.5  # centred
+    assert 44 <= ys.max() - ys.min() + 1 <= 50  # fills 1 - 0.25 of the frame
+
+
+def test_turntable_writes_gif_and_grid(tmp_path):
+    r = run("scripts/turntable.py", SPOT, "--out", str(tmp_path / "t.gif"), "--frames", "6", "--size", "64",
+            "--grid", "3")
+    assert r.returncode == 0, r.stderr
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(tmp_path / "t.gif")
+    assert len(frames) == 6
+    grid = imageio.imread(tmp_path / "t_grid.png")
+    assert grid.shape[:2] == (64, 192)
+    assert (grid < 250).any()  # something was drawn
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    path = str(tmp_path_factory.mktemp("clip"))
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                                      vocab_size=100),
+                     vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                                        num_hidden_layers=2, image_size=32, patch_size=8), projection_dim=16)
+    CLIPModel(cfg).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def test_clip_similarity_with_a_tiny_clip(tiny_clip):
+    from clip_eval import clip_similarity, embed, load_clip
+
+    r = clip_similarity(IMAGE, SPOT, tiny_clip, views=3, size=64)
+    assert -1 <= r["clip_similarity"] <= 1 and len(r["per_view"]) == 3
+    m, p = load_clip(tiny_clip)
+    a = np.random.rand(40, 40, 3).astype(np.float32)
+    e = embed(m, p, [a, a, 1 - a])
+    assert torch.allclose(e[0] @ e[1], torch.tensor(1.0), atol=1e-5) and (e[0] @ e[2]) < 0.9999
+
+
+def test_clip_eval_missing_model_is_one_line(tmp_path):
+    r = run("scripts/clip_eval.py", "--image", IMAGE, "--mesh", SPOT, "--model", str(tmp_path / "noclip"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "CLIP model" in r.stderr
+
+
+def test_eval_metrics_on_known_cases():
+    from eval_recon import chamfer_fscore
+
+    from mesh import Mesh
+
+    spot = Mesh.load(SPOT)
+    same = chamfer_fscore(spot, spot, 20000)
+    assert same["fscore"] == 1.0 and same["chamfer_l1"] == 0.0
+    # two parallel unit squares d apart: every nearest distance is d
+    sq = lambda z: Mesh(torch.tensor([[0, 0, z], [1, 0, z], [1, 1, z], [0, 1, z]], dtype=torch.float32),  # noqa
+                        torch.tensor([[0, 1, 2], [0, 2, 3]]))
+    for d, f in ((0.005, 1.0), (0.05, 0.0)):  # tau = 1% of the diagonal sqrt(2) = 0.0141
+        r = chamfer_fscore(sq(d), sq(0.0), 5000)
+        assert r["chamfer_l1"] == pytest.approx(d, rel=1e-3) and r["fscore"] == f
+
+
+def test_batch_runs_resumes_and_survives_failures(tmp_path, zero123_path):
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    img = Image.open(IMAGE)
+    img.save(data / "good_rgba.png")
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), "RGBA").save(data / "bad_rgba.png")
+    out = tmp_path / "out"
+    small = ["iters=3", "iters_refine=1", "ref_size=64", "resolution_schedule=[32,64]", "resolution_milestones=[0.5]",
+             "num_pts=500", "mc_resolution=32", "mc_num_blocks=4", "texture_size=64", "bake_resolution=32",
+             "bake_num_azimuth=2", "bake_elevations=[0]", "refine_resolution=32", "refine_inference_steps=4",
+             f"guidance_model={zero123_path}", "device=cpu", "density_thresh=0.05"]
+    r = run("scripts/batch.py", "--dir", str(data), "--outdir", str(out), *small)
+    assert r.returncode == 1, r.stdout + r.stderr  # one image failed
+    assert "| good | ok |" in r.stdout and "| bad | failed in main.py |" in r.stdout, r.stdout
+    assert (out / "good.obj").is_file() and "at least 32x32" in (out / "bad.log").read_text()
+    r = run("scripts/batch.py", "--dir", str(data), "--outdir", str(out), *small)
+    assert "| good | skipped (done) |" in r.stdout, r.stdout
