@@ -67,11 +67,15 @@ def update_run_json(path: str, stage: str, cfg, record: dict):
             data = json.load(open(path))
         except json.JSONDecodeError:
             data = {}
-    import diffusers
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
+    def ver(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
     data["versions"] = {"python": platform.python_version(), "torch": torch.__version__,
-                        "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+                        **{p: ver(p) for p in ("diffusers", "transformers", "gsplat", "xatlas", "PyMCubes")},
                         "platform": platform.platform()}
     data[stage] = {"config": OmegaConf.to_container(cfg, resolve=True), **record}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -131,18 +135,22 @@ class Context:
         if self._guidance is None:
             from guidance import build_guidance
 
-            g = build_guidance(self.cfg, self.device, self.views)
-            if self.cfg.mode == "image":
-                g.prepare(image=self.ref[1], mask=self.ref[2], elevation=self.cfg.elevation)
-            elif self.cfg.mode == "text":
+            cond = None
+            if self.cfg.mode != "recon":  # check the conditioning before the (slow) model load
                 prompt = self.cfg.prompt
                 if not prompt and self.cfg.input:
                     from inputs import read_caption
 
                     prompt = read_caption(self.cfg.input)
-                if not prompt:
+                if self.cfg.mode == "text" and not prompt:
                     raise ValueError("text mode needs prompt=\"...\" (or a <name>_caption.txt beside input)")
-                g.prepare(prompt=prompt, negative_prompt=self.cfg.negative_prompt)
+                cond = {"prompt": prompt, "negative_prompt": self.cfg.negative_prompt,
+                        "elevation": self.cfg.elevation, "radius": self.cfg.radius}
+                if self.ref is not None:
+                    cond.update(image=self.ref[1], mask=self.ref[2])
+            g = build_guidance(self.cfg, self.device, self.views)
+            if cond is not None:
+                g.prepare(**cond)
             self._guidance = g
         return self._guidance
 

@@ -59,6 +59,7 @@ class DiffusionGuidance(Guidance):
 
     def __init__(self, model_path, device="cpu", dtype="auto", guidance_scale=5.0, t_min=0.02, t_max=0.98,
                  anneal_timestep=True, weighting="sds", grad_clip=0.0, attention_slicing=False, seed=0):
+        quiet_libraries()
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model_path = model_path

@@ -54,7 +54,10 @@ class StableDiffusionGuidance(DiffusionGuidance):
         return self.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
 
     @torch.no_grad()
-    def prepare(self, prompt, negative_prompt="", **_):
+    def prepare(self, prompt=None, negative_prompt="", **_):
+        if not prompt:
+            raise ValueError("Stable Diffusion guidance needs a prompt: set prompt=\"...\" "
+                             "(or put <name>_caption.txt beside the input image)")
         prompts = [f"{prompt}, {d} view" for d in DIRECTIONS] if self.view_dependent else [prompt] * 3
         self.text = (self.encode_text(prompts), self.encode_text([negative_prompt or ""] * 3))
         return self

@@ -87,9 +87,11 @@ class Zero123Guidance(DiffusionGuidance):
         return [self.vae, self.unet, self.image_encoder, self.cc_projection]
 
     @torch.no_grad()
-    def prepare(self, image, mask=None, elevation=0.0, radius=None, **_):
+    def prepare(self, image=None, mask=None, elevation=0.0, radius=None, **_):
         """Condition on the input view: ``image`` [3,H,W] in [0,1] (composited on white where
         ``mask`` is given), its elevation (degrees) and camera distance."""
+        if image is None:
+            raise ValueError("Zero123 guidance needs the input image (mode=image with input=...)")
         img = image if mask is None else image * mask + (1 - mask)
         img = img[None].to(self.device, torch.float32)
         x = F.interpolate(img, (self.clip_size, self.clip_size), mode="bicubic", align_corners=False).clamp(0, 1)
