@@ -283,7 +283,6 @@ def resolve_backend(name: str, device) -> str:
 def _render_gsplat(means, quats, scales, opacities, shs, sh_degree, viewmat, K, cam, bg):
     from gsplat import rasterization
 
-    colors, depth_img, alpha, meta = None, None, None, None
     render, alphas, meta = rasterization(
         means, quats, scales, opacities, shs, viewmat[None], K[None], cam.width, cam.height,
         near_plane=cam.near, far_plane=cam.far, sh_degree=sh_degree, eps2d=0.3,

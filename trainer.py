@@ -12,7 +12,6 @@ Outputs (``cfg.outdir``, base name ``cfg.save_path``):
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import random

@@ -126,7 +126,6 @@ def main():
                  "median_s": round(statistics.median(ts), 3), "build_s": round(build_s, 1)}
             rows.append(r)
             print(json.dumps(r), flush=True)
-        del g
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                "threads": torch.get_num_threads(),
                "gpu": torch.cuda.get_device_name() if device == "cuda" else None}

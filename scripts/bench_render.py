@@ -127,7 +127,7 @@ def main():
                "cpus": os.cpu_count(), "torch": torch.__version__,
                "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
     print(json.dumps({"machine": machine}))
-    print(f"\n| backend | device | size | Gaussians | fwd (s) | fwd+bwd (s) | peak mem (MiB) |")
+    print("\n| backend | device | size | Gaussians | fwd (s) | fwd+bwd (s) | peak mem (MiB) |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['backend']} | {r['device']} | {r['size']} | {r['gaussians']} | {r['fwd_median_s']:.3f} "

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cameras import Camera  # noqa: E402
 from mesh import Mesh, save_image  # noqa: E402
 from mesh_renderer import render_mesh  # noqa: E402
 from views import from_transforms, orbit_cameras  # noqa: E402

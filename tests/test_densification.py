@@ -22,7 +22,7 @@ def fake_adam_step(g):
     """Give every parameter a distinct Adam state to follow through the edits (lr 0: no move)."""
     for grp in g.optimizer.param_groups:
         grp["lr"] = 0.0
-    for k, p in g.params.items():
+    for p in g.params.values():
         p.grad = torch.ones_like(p) * (1 + torch.arange(p.shape[0]).reshape((-1,) + (1,) * (p.dim() - 1)))
     g.optimizer.step()
     g.optimizer.zero_grad()

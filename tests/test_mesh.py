@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from cameras import Camera
-from gs_renderer import render
 from helpers import make_gaussians, sphere_of_gaussians
 from mesh import Mesh, MeshFormatError
-from mesh_renderer import rasterize_torch, render_mesh, to_clip
+from mesh_renderer import rasterize_torch, render_mesh
 from mesh_utils import (NoSurfaceError, bake_texture, bake_views, clean_mesh, decimate, density_brute, density_grid,
                         marching_cubes, unwrap_uv)
 
@@ -263,7 +262,6 @@ def test_bad_mesh_files(tmp_path):
 def test_writes_are_atomic(tmp_path, monkeypatch):
     """A crash while writing leaves no file at the final path."""
     spot = Mesh.load(os.path.join(SPOT, "spot_triangulated.obj"))
-    import mesh as mesh_mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from cameras import Camera
-from gs_renderer import render
 from helpers import make_gaussians
 from mesh import Mesh, save_image
 from mesh_renderer import render_mesh
