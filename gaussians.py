@@ -275,6 +275,8 @@ class GaussianModel:
         deg = {0: 0, 9: 1, 24: 2, 45: 3}.get(n_rest)
         if deg is None:
             raise PlyFormatError(f"{path}: {n_rest} f_rest_* attributes match no SH degree 0..3")
+        if len(v.data) == 0:
+            raise PlyFormatError(f"{path}: the .ply is empty (0 Gaussians)")
         col = lambda a: np.asarray(v[a], dtype=np.float32)  # noqa: E731
         stack = lambda attrs: np.stack([col(a) for a in attrs], axis=1)  # noqa: E731
         n = len(v.data)

@@ -309,16 +309,25 @@ def _render_inria(means, quats, scales, opacities, shs, sh_degree, viewmat, cam,
     P[3, 2], P[2, 2], P[2, 3] = 1.0, f / (f - n), -(f * n) / (f - n)
     world_view = viewmat.T.contiguous()
     full_proj = (world_view @ P.T).contiguous()
+    extra = {"antialiasing": False} if "antialiasing" in GaussianRasterizationSettings._fields else {}
     settings = GaussianRasterizationSettings(
         image_height=cam.height, image_width=cam.width, tanfovx=tanfovx, tanfovy=tanfovy, bg=bg,
         scale_modifier=1.0, viewmatrix=world_view, projmatrix=full_proj, sh_degree=sh_degree,
-        campos=torch.as_tensor(cam.campos, device=dev), prefiltered=False, debug=False)
+        campos=torch.as_tensor(cam.campos, device=dev), prefiltered=False, debug=False, **extra)
     screen = torch.zeros_like(means, requires_grad=True)
-    outs = GaussianRasterizer(settings)(means3D=means, means2D=screen, shs=shs, colors_precomp=None,
-                                        opacities=opacities[:, None], scales=scales, rotations=quats)
+    rasterizer = GaussianRasterizer(settings)
+    outs = rasterizer(means3D=means, means2D=screen, shs=shs, colors_precomp=None, opacities=opacities[:, None],
+                      scales=scales, rotations=quats)
     image, radii = outs[0], outs[1]
-    depth = outs[2] if len(outs) > 2 else torch.zeros_like(image[:1])
-    alpha = outs[3] if len(outs) > 3 else torch.zeros_like(image[:1])
+    if len(outs) >= 4:  # ashawkey's fork (the reference's): image, radii, depth, alpha
+        depth, alpha = outs[2], outs[3]
+    else:  # graphdeco's: no alpha (and inverse depth): one more pass with colours (1, depth, 0) on black
+        z = (means @ viewmat[:3, :3].T + viewmat[:3, 3])[:, 2:3]
+        aux = GaussianRasterizer(settings._replace(bg=torch.zeros_like(bg)))(
+            means3D=means, means2D=torch.zeros_like(means), shs=None,
+            colors_precomp=torch.cat([torch.ones_like(z), z, torch.zeros_like(z)], 1),
+            opacities=opacities[:, None], scales=scales, rotations=quats)[0]
+        alpha, depth = aux[0:1], aux[1:2]
     return image, alpha, depth, radii.int(), screen
 
 

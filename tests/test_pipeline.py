@@ -187,3 +187,39 @@ def test_ctrl_c_saves_the_gaussians(tmp_path, monkeypatch):
     run = json.load(open(os.path.join(tmp_path, "c_run.json")))
     assert run["stage1"]["interrupted"] and run["stage1"]["steps"] == 3
     assert not os.path.exists(os.path.join(tmp_path, "c_mesh.obj"))
+
+
+def test_nan_or_empty_gaussians_are_one_line_errors(tmp_path):
+    from helpers import make_gaussians
+
+    g = make_gaussians(20)
+    g.save_ply(str(tmp_path / "ok.ply"))
+    from plyfile import PlyData
+
+    ply = PlyData.read(str(tmp_path / "ok.ply"))
+    ply["vertex"].data["x"][3] = np.nan
+    ply.write(str(tmp_path / "nan.ply"))
+    ply["vertex"].data = ply["vertex"].data[:0]
+    ply.write(str(tmp_path / "empty.ply"))
+    for name, pattern in (("nan.ply", "NaN"), ("empty.ply", "empty")):
+        r = cli("main.py", "--config", "configs/recon.yaml", f"input={SPOT}", "save_path=l", f"outdir={tmp_path}",
+                f"load={tmp_path / name}", "iters=2", "recon_num_views=2", "ref_size=32")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and pattern in lines[0], r.stderr[-1500:]
+
+
+def test_stage2_takes_an_explicit_mesh(tmp_path):
+    from trainer import Stage2
+
+    cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                      SMALL + [f"input={SPOT}", "save_path=e", f"outdir={tmp_path}", f"mesh={SPOT}",
+                               "iters_refine=2", "recon_num_views=4"])
+    r = Stage2(cfg, log=lambda *a: None).run()
+    assert r["faces"] == 5856 and os.path.isfile(os.path.join(tmp_path, "e.obj"))
+    import trimesh
+
+    bare = tmp_path / "bare.obj"
+    trimesh.creation.icosphere().export(str(bare))
+    cfg.mesh = str(bare)
+    with pytest.raises(ValueError, match="UVs and a texture"):
+        Stage2(cfg, log=lambda *a: None)
