@@ -364,11 +364,11 @@ def render(gaussians, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", tile_siz
                                  camera.near, camera.far)
         if colors_override is not None:
             colors = colors_override
-        elif deg == 0:
-            colors = (SH_C0 * shs[:, 0] + 0.5).clamp_min(0.0)
         else:
-            campos = torch.as_tensor(camera.campos, device=dev, dtype=means.dtype)
-            dirs = torch.nn.functional.normalize(means - campos, dim=-1)
+            dirs = None
+            if deg > 0:  # view-dependent colour
+                campos = torch.as_tensor(camera.campos, device=dev, dtype=means.dtype)
+                dirs = torch.nn.functional.normalize(means - campos, dim=-1)
             colors = eval_sh(deg, shs, dirs)
         if name == "reference":
             feat, alpha, depth = rasterize_dense(proj, colors, camera.width, camera.height)

@@ -130,7 +130,11 @@ class Context:
 
     @property
     def guidance(self):
-        """Built on first use (loading diffusion models is slow)."""
+        return self.load_guidance()
+
+    def load_guidance(self):
+        """Build the guidance once (loading diffusion models is slow), checking the conditioning
+        first so that a missing prompt fails before any model loads."""
         if self._guidance is None:
             from guidance import build_guidance
 
@@ -268,7 +272,7 @@ class Stage1:
 
     def run(self) -> dict:
         t0 = time.perf_counter()
-        self.ctx.guidance  # load the models (and fail on a missing one) before training starts
+        self.ctx.load_guidance()  # load the models (and fail on a missing one) before training starts
         timings = {"load_guidance": round(time.perf_counter() - t0, 3)}
         interrupted = False
         try:
@@ -370,7 +374,7 @@ class Stage2:
 
     def run(self) -> dict:
         t0 = time.perf_counter()
-        self.ctx.guidance  # load the models (and fail on a missing one) before refining
+        self.ctx.load_guidance()  # load the models (and fail on a missing one) before refining
         bar = progress(range(self.cfg.iters_refine), self.cfg.quiet, "stage 2")
         stats = {}
         for _ in bar:
