@@ -19,6 +19,8 @@ def parse(argv, description):
 
 def user_errors():
     """Exception types whose message is meant for the user (printed as one line)."""
+    from omegaconf.errors import MissingMandatoryValue
+
     from config import ConfigError
     from gaussians import PlyFormatError
     from guidance import ModelNotFoundError
@@ -27,7 +29,7 @@ def user_errors():
     from mesh_utils import NoSurfaceError
     from views import ViewsError
 
-    return (ConfigError, PlyFormatError, ModelNotFoundError, InputError, MeshFormatError, NoSurfaceError,
+    return (ConfigError, MissingMandatoryValue, PlyFormatError, ModelNotFoundError, InputError, MeshFormatError, NoSurfaceError,
             ViewsError, FileNotFoundError, ValueError, FloatingPointError, RuntimeError)
 
 
@@ -42,7 +44,9 @@ def run_stage(stage: int, argv=None) -> int:
 
         overrides = list(args.overrides) + (["quiet=true"] if args.quiet else [])
         cfg = load_config(args.config, overrides)
-        if cfg.save_path in (None, "", "???") or "save_path" not in cfg or cfg._get_node("save_path")._is_missing():
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_missing(cfg, "save_path") or not cfg.save_path:
             raise ValueError("save_path is required: add save_path=NAME")
         trainer = (Stage1 if stage == 1 else Stage2)(cfg)
         record = trainer.run()

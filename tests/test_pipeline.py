@@ -146,6 +146,11 @@ def test_bad_inputs_give_one_line_errors_and_keep_outputs(tmp_path, bad_inputs, 
     assert digest(out) == before
 
 
+def test_missing_save_path_is_a_one_line_error():
+    r = cli("main.py", "--config", "configs/image.yaml", f"input={IMAGE}")
+    assert r.returncode == 2 and r.stderr.strip() == "error: save_path is required: add save_path=NAME", r.stderr
+
+
 def test_stage2_without_stage1_mesh_is_an_error(tmp_path):
     r = cli("main2.py", "--config", "configs/image.yaml", f"input={IMAGE}", "save_path=none", f"outdir={tmp_path}")
     assert r.returncode == 2 and "run main.py first" in r.stderr and len(r.stderr.strip().splitlines()) == 1
