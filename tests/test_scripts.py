@@ -111,3 +111,20 @@ def test_batch_runs_resumes_and_survives_failures(tmp_path, zero123_path):
     assert (out / "good.obj").is_file() and "at least 32x32" in (out / "bad.log").read_text()
     r = run("scripts/batch.py", "--dir", str(data), "--outdir", str(out), *small)
     assert "| good | skipped (done) |" in r.stdout, r.stdout
+
+
+def test_mesh_from_ply_remeshes_without_training(tmp_path):
+    from helpers import sphere_of_gaussians
+
+    sphere_of_gaussians(6000, radius=0.5, scale=0.03).save_ply(str(tmp_path / "s.ply"))
+    args = ["mc_resolution=32", "mc_num_blocks=4", "texture_size=64", "bake_resolution=32", "bake_num_azimuth=2",
+            "bake_elevations=[0]", "decimate_target=2000"]
+    r = run("scripts/mesh_from_ply.py", str(tmp_path / "s.ply"), "--out", str(tmp_path / "s.glb"), *args)
+    assert r.returncode == 0, r.stderr
+    from mesh import Mesh
+
+    m = Mesh.load(str(tmp_path / "s.glb"))
+    assert m.albedo is not None and abs(float(m.v.norm(dim=1).mean()) - 0.55) < 0.05
+    r = run("scripts/mesh_from_ply.py", str(tmp_path / "s.ply"), "--out", str(tmp_path / "t.obj"), *args,
+            "density_thresh=1000")
+    assert r.returncode == 2 and "try a threshold" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,60 @@
+"""Export a textured mesh from a Gaussian .ply without training: re-mesh at another density
+threshold, grid resolution or texture size.
+
+    python scripts/mesh_from_ply.py logs/cat_model.ply --out logs/cat_remesh.obj density_thresh=0.5
+    python scripts/mesh_from_ply.py logs/spot_model.ply --config configs/recon.yaml --out x.obj
+
+Takes the mesh-export keys of ``--config`` (default configs/image.yaml) with ``key=value``
+overrides. The .ply is meshed in its own coordinates (for a recon run, where the Gaussians live
+in the normalised frame, pass ``--run logs/NAME_run.json`` to write the mesh in the input's
+coordinates as main.py does).
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ply")
+    ap.add_argument("--out", required=True, help="output mesh (.obj or .glb)")
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "image.yaml"))
+    ap.add_argument("--run", help="a recon run's <name>_run.json: write the mesh in the input's coordinates")
+    ap.add_argument("overrides", nargs="*", help="key=value (density_thresh, mc_resolution, texture_size, ...)")
+    args = ap.parse_intermixed_args(argv)
+    from cli import user_errors
+
+    try:
+        from config import load_config
+        from gaussians import GaussianModel
+        from gs_renderer import render
+        from mesh_utils import gaussians_to_mesh
+
+        cfg = load_config(args.config, args.overrides)
+        g = GaussianModel.load_ply(args.ply)
+
+        def render_fn(cam):
+            with torch.no_grad():
+                o = render(g, cam, (1.0, 1.0, 1.0), cfg.rasterizer, cfg.tile_size, cfg.chunk_size)
+            return o["image"], o["alpha"]
+
+        mesh, times, stats = gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
+        if args.run:
+            norm = json.load(open(args.run))["stage1"]["normalisation"]
+            mesh.v = mesh.v / norm["scale"] + torch.tensor(norm["center"])
+        mesh.save(args.out)
+    except user_errors() as e:
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(json.dumps({"mesh": args.out, **stats, "timings": times}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
