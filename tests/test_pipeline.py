@@ -228,3 +228,18 @@ def test_stage2_takes_an_explicit_mesh(tmp_path):
     cfg.mesh = str(bare)
     with pytest.raises(ValueError, match="UVs and a texture"):
         Stage2(cfg, log=lambda *a: None)
+
+
+def test_stage1_resumes_from_a_ply(tmp_path):
+    from helpers import make_gaussians
+    from trainer import Stage1
+
+    make_gaussians(300, seed=4, opacity_range=(0.5, 0.9)).save_ply(str(tmp_path / "start.ply"))
+    cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                      SMALL + [f"input={SPOT}", "save_path=r", f"outdir={tmp_path}", f"load={tmp_path / 'start.ply'}",
+                               "iters=2", "recon_num_views=4", "density_thresh=0.1"])
+    stage = Stage1(cfg, log=lambda *a: None)
+    assert len(stage.model) == 300
+    torch.testing.assert_close(stage.model.means, GaussianModel.load_ply(str(tmp_path / "start.ply")).means)
+    r = stage.run()
+    assert r["steps"] == 2 and os.path.isfile(os.path.join(tmp_path, "r_model.ply"))
