@@ -154,6 +154,23 @@ def rasterize_nvdiffrast(clip, faces, height, width):
     return face_id, bary
 
 
+def rasterize(v, faces, camera, backend="auto"):
+    """Clip coordinates [V,4], face ids [H,W] and barycentrics [H,W,3] of ``v``/``faces`` seen
+    from ``camera``, with the backend ``backend`` resolves to."""
+    name = resolve_backend(backend, v.device)
+    clip = to_clip(v, camera)
+    fn = rasterize_nvdiffrast if name == "nvdiffrast" else rasterize_torch
+    face_id, bary = fn(clip, faces, camera.height, camera.width)
+    return clip, face_id, bary
+
+
+def depth_alpha(mesh, camera, backend="auto"):
+    """View depth [H,W] (0 outside) and coverage [H,W] bool: what visibility tests need, without
+    the shading work of ``render_mesh``."""
+    clip, face_id, bary = rasterize(mesh.v, mesh.f, camera, backend)
+    return interpolate(clip[:, 3:4], mesh.f, face_id, bary)[..., 0], face_id >= 0
+
+
 def render_mesh(mesh, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", v_offsets=None, albedo=None,
                 shading="albedo"):
     """Render ``mesh`` (mesh.Mesh) from ``camera`` (cameras.Camera).
@@ -163,12 +180,7 @@ def render_mesh(mesh, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", v_offset
     """
     name = resolve_backend(backend, mesh.device)
     v = mesh.v if v_offsets is None else mesh.v + v_offsets
-    clip = to_clip(v, camera)
-    H, W = camera.height, camera.width
-    if name == "nvdiffrast":
-        face_id, bary = rasterize_nvdiffrast(clip, mesh.f, H, W)
-    else:
-        face_id, bary = rasterize_torch(clip, mesh.f, H, W)
+    clip, face_id, bary = rasterize(v, mesh.f, camera, name)
     mask = (face_id >= 0)
     alpha = mask.to(v.dtype)[None]
     vn = mesh.vertex_normals(v)

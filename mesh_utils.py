@@ -239,7 +239,7 @@ def bake_texture(mesh: Mesh, views, texture_size=1024, grazing_cos=0.1, depth_to
     ``views``: iterable of (camera, image [3,H,W], alpha [1,H,W]) — e.g. renders of the Gaussians.
     Returns (albedo [S,S,3] tensor, fraction of surface texels seen by some view).
     """
-    from mesh_renderer import render_mesh
+    from mesh_renderer import depth_alpha
 
     face_id, pos, nrm = texel_surface(mesh, texture_size)
     on_surface = face_id >= 0
@@ -247,7 +247,7 @@ def bake_texture(mesh: Mesh, views, texture_size=1024, grazing_cos=0.1, depth_to
     acc = torch.zeros(pts.shape[0], 3)
     wsum = torch.zeros(pts.shape[0])
     for cam, image, alpha in views:
-        r = render_mesh(mesh, cam, backend=mesh_backend)
+        depth, covered = depth_alpha(mesh, cam, mesh_backend)
         vm, K = cam.tensors()
         pc = pts @ vm[:3, :3].T + vm[:3, 3]
         z = pc[:, 2].clamp_min(1e-6)
@@ -256,8 +256,8 @@ def bake_texture(mesh: Mesh, views, texture_size=1024, grazing_cos=0.1, depth_to
         W, H = cam.width, cam.height
         inb = (pc[:, 2] > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
         ui, vi = u.long().clamp(0, W - 1), v.long().clamp(0, H - 1)
-        zbuf = r["depth"][0, vi, ui]
-        visible = inb & (r["alpha"][0, vi, ui] > 0) & ((z - zbuf).abs() <= depth_tol * zbuf)
+        zbuf = depth[vi, ui]
+        visible = inb & covered[vi, ui] & ((z - zbuf).abs() <= depth_tol * zbuf)
         dirs = torch.nn.functional.normalize(torch.as_tensor(cam.campos) - pts, dim=-1)
         cos = (nrm_s * dirs).sum(-1)
         grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1)[None, None]
