@@ -321,8 +321,7 @@ class Stage2:
         if mesh.vt is None or mesh.albedo is None:
             raise ValueError(f"{path}: stage 2 needs a mesh with UVs and a texture")
         if self.ctx.views is not None:  # recon: into the normalised frame the views live in
-            v = self.ctx.views
-            mesh.v = (mesh.v - torch.as_tensor(v.center)) * v.scale
+            mesh.v = self.ctx.views.to_normalised(mesh.v)
         self.mesh = mesh.to(self.device)
         self.albedo = self.mesh.albedo.clone().requires_grad_(True)
         groups = [{"params": [self.albedo], "lr": cfg.texture_lr}]

@@ -37,6 +37,10 @@ class PosedViews:
         """Positions from the normalised frame back to the source's coordinates."""
         return v / self.scale + torch.as_tensor(self.center, dtype=v.dtype, device=v.device)
 
+    def to_normalised(self, v: torch.Tensor) -> torch.Tensor:
+        """Positions from the source's coordinates into the normalised frame (inverse of to_source)."""
+        return (v - torch.as_tensor(self.center, dtype=v.dtype, device=v.device)) * self.scale
+
 
 def orbit_cameras(n: int, resolution: int, radius: float, fovy: float, min_elev: float = -45.0,
                   max_elev: float = 60.0, offset: float = 0.0):

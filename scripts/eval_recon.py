@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mesh import Mesh, save_image  # noqa: E402
 from mesh_renderer import render_mesh  # noqa: E402
-from views import from_transforms, orbit_cameras  # noqa: E402
+from views import from_transforms, normalise_mesh, orbit_cameras  # noqa: E402
 
 
 def surface_samples(mesh: Mesh, n: int, seed: int = 0) -> np.ndarray:
@@ -85,16 +85,15 @@ def evaluate(pred_path: str, gt_path: str, num_views: int = 16, resolution: int 
     white = (1.0, 1.0, 1.0)
     if os.path.isdir(gt_path) or gt_path.endswith(".json"):
         views = from_transforms(gt_path, resolution, radius)
-        pred.v = (pred.v - torch.as_tensor(views.center)) * views.scale  # into the views' frame
+        pred.v = views.to_normalised(pred.v)  # into the views' frame
         cams = views.cameras
         gt_imgs = [r * m + (1 - m) for r, m in zip(views.rgbs, views.masks)]
         gt_masks = list(views.masks)
     else:
         gt = Mesh.load(gt_path)
         result.update(chamfer_fscore(pred, gt, samples))
-        lo, hi = gt.bounds()
-        center, scale = (lo + hi) / 2, 1.0 / float((hi - lo).max())  # the frame recon mode works in
-        gt.v, pred.v = (gt.v - center) * scale, (pred.v - center) * scale
+        center, scale = normalise_mesh(gt)  # the frame recon mode works in (recon_extent 1)
+        pred.v = (pred.v - torch.from_numpy(center)) * scale
         cams = orbit_cameras(num_views, resolution, radius, fovy, offset=0.5)  # disjoint from training
         outs = [render_mesh(gt, c, white) for c in cams]
         gt_imgs, gt_masks = [o["image"] for o in outs], [o["alpha"] for o in outs]
