@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from io_utils import atomic_write
+
 SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
@@ -247,10 +249,7 @@ class GaussianModel:
         arr = np.empty(n, dtype=[(a, "f4") for a in names])
         for i, a in enumerate(names):
             arr[a] = data[:, i]
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        PlyData([PlyElement.describe(arr, "vertex")]).write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: PlyData([PlyElement.describe(arr, "vertex")]).write(tmp))
 
     @classmethod
     def load_ply(cls, path: str, device="cpu") -> "GaussianModel":

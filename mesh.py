@@ -8,32 +8,16 @@ All writes are atomic: files are written under a temporary name and renamed when
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from io_utils import atomic_write
+
 
 class MeshFormatError(ValueError):
     """A mesh file that cannot be read as a triangle mesh."""
-
-
-def _atomic_write(path: str, write_fn):
-    """Call ``write_fn(tmp_path)`` and rename the result to ``path``."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_image(path: str, img: np.ndarray):
@@ -42,7 +26,7 @@ def save_image(path: str, img: np.ndarray):
 
     if img.dtype != np.uint8:
         img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    _atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="PNG" if path.endswith(".png") else None))
+    atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="PNG" if path.endswith(".png") else None))
 
 
 def load_image(path: str) -> np.ndarray:
@@ -220,7 +204,7 @@ class Mesh:
             save_image(base + "_albedo.png", tex)
             mtl = (f"newmtl material_0\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nd 1.0\nillum 1\n"
                    f"map_Kd {name}_albedo.png\n")
-            _atomic_write(base + ".mtl", lambda tmp: open(tmp, "w").write(mtl))
+            atomic_write(base + ".mtl", lambda tmp: open(tmp, "w").write(mtl))
             lines += [f"mtllib {name}.mtl", "usemtl material_0"]
         lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in v]
         if vt is not None:
@@ -232,7 +216,7 @@ class Mesh:
         else:
             lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in fi]
         text = "\n".join(lines) + "\n"
-        _atomic_write(path, lambda tmp: open(tmp, "w").write(text))
+        atomic_write(path, lambda tmp: open(tmp, "w").write(text))
 
     def to_trimesh(self):
         import trimesh
@@ -251,7 +235,7 @@ class Mesh:
     def save_glb(self, path: str):
         """Binary glTF 2.0 with a PBR material whose base colour is the albedo texture."""
         data = self.to_trimesh().export(file_type="glb")
-        _atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+        atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
 
 
 def _mtl_texture(mtl_path: str):

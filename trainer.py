@@ -77,11 +77,12 @@ def update_run_json(path: str, stage: str, cfg, record: dict):
                         **{p: ver(p) for p in ("diffusers", "transformers", "gsplat", "xatlas", "PyMCubes")},
                         "platform": platform.platform()}
     data[stage] = {"config": OmegaConf.to_container(cfg, resolve=True), **record}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    from io_utils import atomic_write
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1)
+    atomic_write(path, write)
 
 
 def progress(iterable, quiet: bool, desc: str):
