@@ -18,19 +18,12 @@ def parse(argv, description):
 
 
 def user_errors():
-    """Exception types whose message is meant for the user (printed as one line)."""
+    """Exception types whose message is meant for the user (printed as one line). The project's
+    own errors (ConfigError, InputError, ViewsError, PlyFormatError, MeshFormatError,
+    NoSurfaceError, ModelNotFoundError) subclass ValueError or RuntimeError."""
     from omegaconf.errors import MissingMandatoryValue
 
-    from config import ConfigError
-    from gaussians import PlyFormatError
-    from guidance import ModelNotFoundError
-    from inputs import InputError
-    from mesh import MeshFormatError
-    from mesh_utils import NoSurfaceError
-    from views import ViewsError
-
-    return (ConfigError, MissingMandatoryValue, PlyFormatError, ModelNotFoundError, InputError, MeshFormatError, NoSurfaceError,
-            ViewsError, FileNotFoundError, ValueError, FloatingPointError, RuntimeError)
+    return (MissingMandatoryValue, FileNotFoundError, ValueError, FloatingPointError, RuntimeError)
 
 
 def run_stage(stage: int, argv=None) -> int:

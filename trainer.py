@@ -218,12 +218,12 @@ class Stage1:
         step_ratio = min(1.0, self.step / cfg.iters)
         self.model.update_learning_rate(self.step)
         loss = torch.zeros((), device=self.device)
-        infos = []
+        renders = []  # (render output, width, height) of every image, for densification statistics
         if self.ctx.ref is not None:  # the input view: RGB and mask losses
             cam, rgb, mask = self.ctx.ref
             out = self.render(cam)
             self.strategy.step_pre_backward(out)
-            infos.append((out, cam))
+            renders.append((out, cam.width, cam.height))
             w_rgb = cfg.lambda_rgb * (step_ratio if cfg.warmup_rgb_loss else 1.0)
             target = rgb * mask + (1 - mask)  # white background, as rendered
             loss = loss + w_rgb * F.mse_loss(out["image"], target) + cfg.lambda_mask * F.mse_loss(out["alpha"], mask)
@@ -232,13 +232,12 @@ class Stage1:
         for v in views:
             out = self.render(v.camera, v.background)
             self.strategy.step_pre_backward(out)
-            infos.append((out, v.camera))
+            renders.append((out, v.camera.width, v.camera.height))
             images.append(out["image"])
         loss = loss + self.ctx.guidance.train_step(torch.stack(images), views, step_ratio)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage 1 loss became {loss.item()} at step {self.step}")
         loss.backward()
-        renders = [(out, cam.width, cam.height) for out, cam in infos]
         report = self.strategy.step_post_backward(self.model, self.state, renders, self.step, self.gen)
         self.model.optimizer.step()
         self.model.optimizer.zero_grad(set_to_none=True)
