@@ -1,8 +1,8 @@
 """What every latent-diffusion prior shares: loading, SDS, SDEdit refinement.
 
 Subclasses provide ``_load(path)`` (set ``self.vae``, ``self.unet``, ``self.scheduler``),
-``latent_size`` / ``image_size``, and ``_eps(latents_noisy, t, views)`` — the classifier-free
-guided noise prediction for a batch of views.
+``image_size`` (renders are resized to it before encoding), and ``_eps(latents_noisy, t,
+views)`` — the classifier-free guided noise prediction for a batch of views.
 """
 from __future__ import annotations
 
@@ -54,7 +54,6 @@ def _offline() -> bool:
 
 
 class DiffusionGuidance(Guidance):
-    latent_size = 32  # latent side for SDS / refinement
     image_size = 256  # renders are resized to this before encoding
 
     def __init__(self, model_path, device="cpu", dtype="auto", guidance_scale=5.0, t_min=0.02, t_max=0.98,
@@ -62,7 +61,6 @@ class DiffusionGuidance(Guidance):
         quiet_libraries()
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.model_path = model_path
         self.guidance_scale = guidance_scale
         self.t_min, self.t_max = t_min, t_max
         self.anneal_timestep = anneal_timestep

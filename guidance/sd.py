@@ -21,7 +21,6 @@ def direction_of(azimuth: float | None) -> int:
 
 
 class StableDiffusionGuidance(DiffusionGuidance):
-    latent_size = 64
     image_size = 512
 
     def __init__(self, model_path, view_dependent=True, **kw):

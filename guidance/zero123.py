@@ -50,7 +50,6 @@ def camera_embedding(d_elevation, d_azimuth, d_radius, input_elevation, stable: 
 
 
 class Zero123Guidance(DiffusionGuidance):
-    latent_size = 32
     image_size = 256
 
     def __init__(self, model_path, stable=False, **kw):
