@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 
-from mesh import load_image
+from io_utils import load_image
 
 MIN_INPUT_SIZE = 32  # smaller images carry too little to reconstruct from
 

@@ -13,36 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from io_utils import atomic_write
+from io_utils import atomic_write, load_image, save_image
 
 
 class MeshFormatError(ValueError):
     """A mesh file that cannot be read as a triangle mesh."""
-
-
-def save_image(path: str, img: np.ndarray):
-    """Save a float [H,W,C] image in [0,1] (or uint8) as PNG/JPG, atomically."""
-    from PIL import Image
-
-    if img.dtype != np.uint8:
-        img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="PNG" if path.endswith(".png") else None))
-
-
-def load_image(path: str) -> np.ndarray:
-    """Read an image as float32 [H,W,C] in [0,1] (C = 3 or 4)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        im = Image.open(path)
-        im.load()
-    except FileNotFoundError:
-        raise
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
-    if im.mode not in ("RGB", "RGBA"):
-        im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
-    return np.asarray(im, dtype=np.float32) / 255.0
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 
 def process_file(path, size, do_recenter, border_ratio, out_dir=None):
     from inputs import load_input_image
-    from mesh import save_image
+    from io_utils import save_image
 
     rgb, mask = load_input_image(path, size, do_recenter, border_ratio)
     rgba = np.concatenate([rgb.permute(1, 2, 0).numpy(), mask.permute(1, 2, 0).numpy()], -1)

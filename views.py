@@ -118,7 +118,7 @@ def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
     ``file_path`` + 4x4 ``transform_matrix`` (OpenGL camera-to-world), RGBA images. The scene is
     recentred on the point nearest to all optical axes and scaled so the mean camera distance is
     ``radius``."""
-    from mesh import load_image
+    from io_utils import load_image
 
     path = os.path.join(folder, "transforms.json") if os.path.isdir(folder) else folder
     folder = os.path.dirname(path)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mesh import Mesh, save_image  # noqa: E402
+from io_utils import save_image  # noqa: E402
+from mesh import Mesh  # noqa: E402
 from mesh_renderer import render_mesh  # noqa: E402
 from views import from_transforms, normalise_mesh, orbit_cameras  # noqa: E402
 

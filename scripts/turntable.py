@@ -10,7 +10,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mesh import Mesh, save_image  # noqa: E402
+from io_utils import save_image  # noqa: E402
+from mesh import Mesh  # noqa: E402
 from mesh_renderer import turntable  # noqa: E402
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers import make_gaussians
-from mesh import Mesh, save_image
+from io_utils import save_image
+from mesh import Mesh
 from mesh_renderer import render_mesh
 from views import ViewsError, from_gaussians, from_transforms, orbit_cameras
 
