@@ -21,12 +21,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def name_of(image):
+    return os.path.basename(image).replace("_rgba.png", "")
+
+
 def final_mesh(outdir, name, fmt):
     return os.path.join(outdir, f"{name}.{fmt}")
 
 
 def run_one(image, args, overrides, gpu):
-    name = os.path.basename(image).replace("_rgba.png", "")
+    name = name_of(image)
     log_path = os.path.join(args.outdir, f"{name}.log")
     env = dict(os.environ)
     if gpu is not None:
@@ -52,6 +56,8 @@ def main(argv=None):
     ap.add_argument("--mesh_format", default="obj", help="format of the final mesh (obj or glb)")
     ap.add_argument("overrides", nargs="*", help="key=value passed to both stages")
     args = ap.parse_intermixed_args(argv)
+    # jobs run from the repository root: make the caller's relative paths absolute first
+    args.dir, args.outdir, args.config = (os.path.abspath(p) for p in (args.dir, args.outdir, args.config))
     images = sorted(glob.glob(os.path.join(args.dir, "*_rgba.png")))
     if not images:
         print(f"error: no *_rgba.png images in {args.dir}", file=sys.stderr)
@@ -60,7 +66,7 @@ def main(argv=None):
     overrides = list(args.overrides) + [f"mesh_format={args.mesh_format}"]
     results, todo = [], queue.Queue()
     for img in images:
-        name = os.path.basename(img).replace("_rgba.png", "")
+        name = name_of(img)
         if os.path.isfile(final_mesh(args.outdir, name, args.mesh_format)):
             results.append((name, "skipped (done)", 0.0, ""))
         else:
