@@ -54,6 +54,22 @@ def reset_opacity(model: GaussianModel, value: float):
     model.set_param("opacities", inverse_sigmoid(op))
 
 
+def final_prune(model: GaussianModel, min_opacity: float, max_scale: float) -> int:
+    """The reference's last prune before saving: drop Gaussians with opacity below ``min_opacity``
+    or largest scale above ``max_scale`` (either test off at 0). Never empties the model.
+    Returns how many went."""
+    with torch.no_grad():
+        drop = torch.zeros(len(model), dtype=torch.bool, device=model.means.device)
+        if min_opacity > 0:
+            drop |= model.opacities < min_opacity
+        if max_scale > 0:
+            drop |= model.scales.max(dim=1).values > max_scale
+        if drop.all():
+            return 0
+        remove(model, drop)
+    return int(drop.sum())
+
+
 # -------------------------------------------------------------------- strategy
 @dataclass
 class DensifyStrategy:
@@ -97,9 +113,10 @@ class DensifyStrategy:
         grad = info["means2d"].grad
         if grad is None:
             return
-        grad = grad.reshape(-1, 2).clone()
-        grad[:, 0] *= width / 2.0
-        grad[:, 1] *= height / 2.0
+        grad = grad.reshape(-1, grad.shape[-1])[:, :2].clone()  # inria: [N,3], its third column unused
+        if not info.get("means2d_ndc", False):  # pixel gradients -> NDC units
+            grad[:, 0] *= width / 2.0
+            grad[:, 1] *= height / 2.0
         vis = info["visibility"].reshape(-1)
         state["grad2d"][vis] += grad[vis].norm(dim=-1)
         state["count"][vis] += 1

@@ -78,7 +78,7 @@ class OptimConfig:
     rotation_lr: float = 0.005
     opacity_lr: float = 0.05
     feature_lr: float = 0.01  # DC colour; higher SH bands use feature_lr / 20
-    spatial_lr_scale: float = 1.0  # multiplies the position LRs (scene extent)
+    position_lr_scale: float = 1.0  # multiplies both position LRs (the reference's spatial_lr_scale: 10)
 
     @classmethod
     def from_config(cls, cfg) -> "OptimConfig":
@@ -114,9 +114,11 @@ class GaussianModel:
         self.check()
         return self
 
-    def init_random_blob(self, num_pts: int, radius: float = 0.5, opacity: float = 0.1, seed=None):
-        """``num_pts`` points uniformly inside a ball, random colours, isotropic scales from the
-        mean distance to the 3 nearest neighbours (the reference's initialisation)."""
+    def init_random_blob(self, num_pts: int, radius: float = 0.5, opacity: float = 0.1, seed=None,
+                         sh_dc: float = 1 / 255):
+        """``num_pts`` points uniformly inside a ball, SH DC coefficients uniform in [0, sh_dc]
+        (the reference's 1/255: colours within 0.0003 of grey), isotropic scales from the mean
+        distance to the 3 nearest neighbours (the reference's initialisation)."""
         if num_pts <= 0:
             raise ValueError(f"num_pts must be positive, got {num_pts}")
         g = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -125,7 +127,7 @@ class GaussianModel:
         d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
         r = radius * torch.rand(num_pts, 1, generator=g) ** (1 / 3)
         means = d * r
-        rgb = torch.rand(num_pts, 3, generator=g)
+        sh0 = torch.rand(num_pts, 3, generator=g) * sh_dc
         dist2 = knn_mean_sq_dist(means).clamp_min(1e-7)
         scales = torch.log(torch.sqrt(dist2))[:, None].repeat(1, 3)
         quats = torch.zeros(num_pts, 4)
@@ -133,7 +135,7 @@ class GaussianModel:
         return self.set_params(
             means=means, scales=scales, quats=quats,
             opacities=inverse_sigmoid(torch.full((num_pts,), opacity)),
-            sh0=rgb_to_sh(rgb)[:, None, :],
+            sh0=sh0[:, None, :],
             shN=torch.zeros(num_pts, (self.sh_degree + 1) ** 2 - 1, 3))
 
     def check(self):
@@ -173,7 +175,7 @@ class GaussianModel:
     def setup_optimizer(self, cfg: OptimConfig | None = None):
         cfg = cfg or OptimConfig()
         self.optim_cfg = cfg
-        lrs = {"means": cfg.position_lr_init * cfg.spatial_lr_scale, "scales": cfg.scaling_lr,
+        lrs = {"means": cfg.position_lr_init * cfg.position_lr_scale, "scales": cfg.scaling_lr,
                "quats": cfg.rotation_lr, "opacities": cfg.opacity_lr, "sh0": cfg.feature_lr,
                "shN": cfg.feature_lr / 20.0}
         self.optimizer = torch.optim.Adam(
@@ -183,8 +185,8 @@ class GaussianModel:
     def update_learning_rate(self, step: int) -> float:
         """Apply the exponential position-LR schedule for ``step``; returns the new LR."""
         cfg = self.optim_cfg
-        lr = exponential_lr(step, cfg.position_lr_init * cfg.spatial_lr_scale,
-                            cfg.position_lr_final * cfg.spatial_lr_scale,
+        lr = exponential_lr(step, cfg.position_lr_init * cfg.position_lr_scale,
+                            cfg.position_lr_final * cfg.position_lr_scale,
                             delay_mult=cfg.position_lr_delay_mult, max_steps=cfg.position_lr_max_steps)
         for group in self.optimizer.param_groups:
             if group["name"] == "means":

@@ -1,9 +1,10 @@
 """Differentiable 3D Gaussian splatting: one function of (Gaussians, camera), several backends.
 
     out = render(gaussians, camera, bg_color, backend="auto")
-    out["image"] [3,H,W], out["alpha"] [1,H,W], out["depth"] [1,H,W] (alpha-weighted view depth),
-    out["radii"] [N] (pixels, 0 = not drawn), out["visibility"] [N] bool,
-    out["means2d"] [N,2] screen positions (pixels) whose .grad feeds densification.
+    out["image"] [3,H,W] clamped to [0,1] (as the reference), out["alpha"] [1,H,W],
+    out["depth"] [1,H,W] (alpha-weighted view depth), out["radii"] [N] (pixels, 0 = not drawn),
+    out["visibility"] [N] bool, out["means2d"] whose .grad feeds densification: [N,2] pixel
+    positions, or for inria its [N,3] screen tensor with NDC gradients (out["means2d_ndc"] True).
 
 Backends
   torch  pure PyTorch, CPU or GPU: tiled front-to-back compositing (see ``rasterize_tiles``)
@@ -376,5 +377,7 @@ def render(gaussians, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", tile_siz
             feat, alpha, depth = rasterize_tiles(proj, colors, camera.width, camera.height, tile_size, chunk_size)
         image = feat + (1 - alpha) * bg[:, None, None]
         radii, means2d = proj["radii"], proj["means2d"]
-    return {"image": image, "alpha": alpha, "depth": depth, "radii": radii, "visibility": radii > 0,
-            "means2d": means2d, "backend": name}
+    # means2d_ndc: the inria rasterizer's screen-space tensor is [N,3] and its gradient is already
+    # in NDC units; the others' are [N,2] pixel positions (densification scales those by W/2, H/2)
+    return {"image": image.clamp(0, 1), "alpha": alpha, "depth": depth, "radii": radii, "visibility": radii > 0,
+            "means2d": means2d, "means2d_ndc": name == "inria", "backend": name}

@@ -12,9 +12,11 @@
 3. ``unwrap_uv``: xatlas.
 4. ``bake_texture``: colour back-projection from renders of the Gaussians. Every texel is
    located on the surface (rasterizing the mesh in UV space), projected into each view, kept
-   where the mesh is visible there (depth test) and not seen at a grazing angle
-   (normal . view > ``grazing_cos``), and averaged with weight (normal . view); texels no view
-   saw take the colour of the nearest seen texel, so no black seams remain.
+   where the mesh is visible there (depth test) and faces the camera (normal . view >
+   ``grazing_cos``; the reference's 0.5). ``blend="first"`` (the reference) gives each texel the
+   colour of the first view that sees it; ``"weighted"`` averages every view with weight
+   (normal . view). Texels no view saw take the colour of the nearest seen texel, so no black
+   seams remain.
 """
 from __future__ import annotations
 
@@ -232,13 +234,16 @@ def fill_unseen(tex: np.ndarray, seen: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def bake_texture(mesh: Mesh, views, texture_size=1024, grazing_cos=0.1, depth_tol=0.01, alpha_min=0.5,
-                 mesh_backend="torch"):
+def bake_texture(mesh: Mesh, views, texture_size=1024, grazing_cos=0.5, depth_tol=0.01, alpha_min=0.5,
+                 mesh_backend="torch", blend="first"):
     """Back-project coloured views onto ``mesh``'s UV texture.
 
-    ``views``: iterable of (camera, image [3,H,W], alpha [1,H,W]) — e.g. renders of the Gaussians.
-    Returns (albedo [S,S,3] tensor, fraction of surface texels seen by some view).
+    ``views``: iterable of (camera, image [3,H,W], alpha [1,H,W]) — e.g. renders of the Gaussians,
+    in priority order for ``blend="first"``. Returns (albedo [S,S,3] tensor, fraction of surface
+    texels seen by some view).
     """
+    if blend not in ("first", "weighted"):
+        raise ValueError(f"bake_blend must be first or weighted, got '{blend}'")
     from mesh_renderer import depth_alpha
 
     face_id, pos, nrm = texel_surface(mesh, texture_size)
@@ -264,7 +269,7 @@ def bake_texture(mesh: Mesh, views, texture_size=1024, grazing_cos=0.1, depth_to
         rgb = torch.nn.functional.grid_sample(image[None].float(), grid, align_corners=False)[0, :, 0].T
         a = torch.nn.functional.grid_sample(alpha[None].float(), grid, align_corners=False)[0, 0, 0]
         ok = visible & (cos > grazing_cos) & (a > alpha_min)
-        w = cos * ok
+        w = cos * ok if blend == "weighted" else (ok & (wsum == 0)).float()  # first: unseen texels only
         acc += rgb * w[:, None]
         wsum += w
     seen_pts = wsum > 0
@@ -278,9 +283,22 @@ def bake_texture(mesh: Mesh, views, texture_size=1024, grazing_cos=0.1, depth_to
     return torch.from_numpy(np.ascontiguousarray(filled)), coverage
 
 
-def bake_views(num_azimuth=8, elevations=(-30.0, 0.0, 30.0), top_bottom=True):
-    """The reference's ring of views: azimuths x elevations, plus top and bottom (el -89 / 89)."""
-    views = [(el, az) for el in elevations for az in np.linspace(0, 360, num_azimuth, endpoint=False)]
+def bake_azimuths(n: int) -> list:
+    """``n`` azimuths 360/n apart, outward from the front: 0, +d, -d, +2d, -2d, ... (the
+    reference's order for 8: 0, 45, -45, 90, -90, 135, -135, 180)."""
+    d = 360.0 / n
+    out = [0.0]
+    k = 1
+    while len(out) < n:
+        out += [k * d] + ([-k * d] if len(out) + 1 < n and k * d != 180.0 else [])
+        k += 1
+    return out[:n]
+
+
+def bake_views(num_azimuth=8, elevations=(0.0, -45.0, 45.0), top_bottom=True):
+    """The reference's bake views, in its order: for each elevation in turn the azimuths of
+    ``bake_azimuths``, then straight above and below (el -89.9 / 89.9)."""
+    views = [(float(el), az) for el in elevations for az in bake_azimuths(num_azimuth)]
     if top_bottom:
         views += [(-89.9, 0.0), (89.9, 0.0)]
     return views
@@ -317,7 +335,7 @@ def gaussians_to_mesh(gaussians, cfg, render_fn, log=print):
             for el, az in bake_views(cfg.bake_num_azimuth, tuple(cfg.bake_elevations), cfg.bake_top_bottom)]
     views = ((c, *render_fn(c)) for c in cams)
     albedo, coverage = bake_texture(mesh, views, cfg.texture_size, cfg.bake_grazing_cos,
-                                    mesh_backend=cfg.mesh_renderer)
+                                    mesh_backend=cfg.mesh_renderer, blend=cfg.bake_blend)
     mesh.albedo = albedo
     lap("back_projection")
     stats = {"vertices": int(mesh.v.shape[0]), "faces": int(mesh.f.shape[0]), "texel_coverage": round(coverage, 4)}

@@ -200,7 +200,7 @@ class Stage1:
             log(f"resumed {len(self.model)} Gaussians from {cfg.load}")
         else:
             self.model = GaussianModel(cfg.sh_degree, self.device).init_random_blob(
-                cfg.num_pts, cfg.init_radius, cfg.init_opacity, seed=cfg.seed)
+                cfg.num_pts, cfg.init_radius, cfg.init_opacity, seed=cfg.seed, sh_dc=cfg.init_sh_dc)
         self.model.setup_optimizer(OptimConfig.from_config(cfg))
         self.strategy = DensifyStrategy.from_config(cfg)
         self.state = self.strategy.initialize_state(len(self.model), self.device)
@@ -218,15 +218,14 @@ class Stage1:
         step_ratio = min(1.0, self.step / cfg.iters)
         self.model.update_learning_rate(self.step)
         loss = torch.zeros((), device=self.device)
-        renders = []  # (render output, width, height) of every image, for densification statistics
-        if self.ctx.ref is not None:  # the input view: RGB and mask losses
+        renders = []  # (render output, width, height) of the novel views: densification statistics
+        if self.ctx.ref is not None:  # the input view: RGB and mask losses (not in the statistics, as the reference)
             cam, rgb, mask = self.ctx.ref
             out = self.render(cam)
-            self.strategy.step_pre_backward(out)
-            renders.append((out, cam.width, cam.height))
-            w_rgb = cfg.lambda_rgb * (step_ratio if cfg.warmup_rgb_loss else 1.0)
+            ramp = step_ratio if cfg.warmup_rgb_loss else 1.0  # both weights ramp in, as the reference
             target = rgb * mask + (1 - mask)  # white background, as rendered
-            loss = loss + w_rgb * F.mse_loss(out["image"], target) + cfg.lambda_mask * F.mse_loss(out["alpha"], mask)
+            loss = loss + ramp * (cfg.lambda_rgb * F.mse_loss(out["image"], target)
+                                  + cfg.lambda_mask * F.mse_loss(out["alpha"], mask))
         views = self.ctx.sample_views(resolution_at(cfg, step_ratio))
         images = []
         for v in views:
@@ -281,9 +280,14 @@ class Stage1:
             interrupted = True
             self.log(f"interrupted at step {self.step}: saving the Gaussians")
         timings["train"] = round(time.perf_counter() - t0 - timings["load_guidance"], 3)
+        pruned = 0
+        if not interrupted:
+            from densification import final_prune
+
+            pruned = final_prune(self.model, self.cfg.final_prune_min_opacity, self.cfg.final_prune_max_scale)
         self.model.check()
         self.save_ply()
-        record = {"seed": self.cfg.seed, "steps": self.step, "gaussians": len(self.model),
+        record = {"seed": self.cfg.seed, "steps": self.step, "gaussians": len(self.model), "final_pruned": pruned,
                   "outputs": {"ply": self.paths["ply"]}, "timings": timings, "interrupted": interrupted}
         if not interrupted:
             t1 = time.perf_counter()
@@ -323,14 +327,20 @@ class Stage2:
         if self.ctx.views is not None:  # recon: into the normalised frame the views live in
             mesh.v = self.ctx.views.to_normalised(mesh.v)
         self.mesh = mesh.to(self.device)
-        self.albedo = self.mesh.albedo.clone().requires_grad_(True)
-        groups = [{"params": [self.albedo], "lr": cfg.texture_lr}]
+        # the optimised texture: logits (albedo = sigmoid(raw), the reference) or the colours themselves
+        tex = self.mesh.albedo.clone()
+        self.raw_albedo = (torch.logit(tex.clamp(1e-6, 1 - 1e-6)) if cfg.texture_logits else tex).requires_grad_(True)
+        groups = [{"params": [self.raw_albedo], "lr": cfg.texture_lr}]
         self.v_offsets = None
         if cfg.train_geo:
             self.v_offsets = torch.zeros_like(self.mesh.v, requires_grad=True)
             groups.append({"params": [self.v_offsets], "lr": cfg.geom_lr})
         self.optimizer = torch.optim.Adam(groups)
         self.step = 0
+
+    @property
+    def albedo(self):
+        return torch.sigmoid(self.raw_albedo) if self.cfg.texture_logits else self.raw_albedo
 
     def render(self, camera, bg=(1.0, 1.0, 1.0)):
         from mesh_renderer import render_mesh
@@ -348,6 +358,9 @@ class Stage2:
             valid = ((out["alpha"] > 0) & (out["viewcos"][None] > 0.5)).float()
             loss = loss + cfg.lambda_ref_view * F.mse_loss(out["image"] * valid, (rgb * mask + 1 - mask) * valid)
         views = self.ctx.sample_views(cfg.refine_resolution)
+        if cfg.refine_white_bg:  # the reference refines on white
+            for v in views:
+                v.background = (1.0, 1.0, 1.0)
         images = torch.stack([self.render(v.camera, v.background)["image"] for v in views])
         strength = cfg.refine_strength_start + (cfg.refine_strength_end - cfg.refine_strength_start) * step_ratio
         with torch.no_grad():
@@ -356,8 +369,9 @@ class Stage2:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        with torch.no_grad():
-            self.albedo.clamp_(0, 1)
+        if not cfg.texture_logits:
+            with torch.no_grad():
+                self.raw_albedo.clamp_(0, 1)
         return {"loss": loss.item()}
 
     def export(self):

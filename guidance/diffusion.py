@@ -6,12 +6,12 @@ views)`` — the classifier-free guided noise prediction for a batch of views.
 """
 from __future__ import annotations
 
-import os
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from guidance import Guidance, ModelNotFoundError
+from guidance import Guidance
+from guidance.loading import quiet_libraries
 
 
 def resolve_dtype(name: str, device) -> torch.dtype:
@@ -20,41 +20,9 @@ def resolve_dtype(name: str, device) -> torch.dtype:
     return {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
-def quiet_libraries():
-    """diffusers / transformers print loading notices through logging; keep errors only."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def load_component(cls, path: str, subfolder: str, what: str, config_key: str, **kw):
-    """``cls.from_pretrained(path, subfolder=...)`` with a one-line error naming the model and how
-    to get it (offline machine, wrong id, wrong folder layout)."""
-    quiet_libraries()
-    local = os.path.isdir(path)
-    try:
-        return cls.from_pretrained(path, subfolder=subfolder, local_files_only=local or _offline(), **kw)
-    except Exception as e:  # transformers/diffusers/hub raise many types (OSError, EntryNotFound, ...)
-        if local:
-            where = f"the local folder {path} has no usable '{subfolder}' ({type(e).__name__})"
-            how = "point it at a folder in diffusers layout (model_index.json + one subfolder per component)"
-        else:
-            where = f"'{path}' could not be loaded from the hub or the local cache ({type(e).__name__})"
-            how = (f"download it with `huggingface-cli download {path}` where the hub is reachable, "
-                   f"or set {config_key}=/path/to/local/folder")
-        raise ModelNotFoundError(f"{what}: {where}; {how}") from None
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-
-
 class DiffusionGuidance(Guidance):
     image_size = 256  # renders are resized to this before encoding
+    loss_batch_mean = True  # divide the SDS loss by the batch size (the reference does for SD, not Zero123)
 
     def __init__(self, model_path, device="cpu", dtype="auto", guidance_scale=5.0, t_min=0.02, t_max=0.98,
                  anneal_timestep=True, weighting="sds", grad_clip=0.0, attention_slicing=False, seed=0):
@@ -104,13 +72,21 @@ class DiffusionGuidance(Guidance):
         x = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample
         return (x.float() / 2 + 0.5).clamp(0, 1)
 
-    def timestep_range(self, step_ratio: float):
-        """[lo, hi] timesteps for this point of training: the upper end moves linearly from
-        t_max to t_min when anneal_timestep is on."""
+    @property
+    def step_bounds(self):
+        """[min_step, max_step] of the SDS timesteps: int(t_min * T), int(t_max * T) (20, 980)."""
         T = self.num_train_timesteps
-        lo = int(self.t_min * T)
-        hi_frac = self.t_max - (self.t_max - self.t_min) * step_ratio if self.anneal_timestep else self.t_max
-        return lo, max(lo, int(hi_frac * T))
+        return int(self.t_min * T), int(self.t_max * T)
+
+    def timesteps(self, step_ratio: float, batch: int) -> torch.Tensor:
+        """SDS timesteps for this point of training, as the reference: with annealing the
+        deterministic t = round((1 - step_ratio) * T) clipped to the bounds, shared by the batch;
+        without it, uniform in the bounds (inclusive)."""
+        lo, hi = self.step_bounds
+        if self.anneal_timestep:
+            t = int(np.clip(np.round((1 - step_ratio) * self.num_train_timesteps), lo, hi))
+            return torch.full((batch,), t, dtype=torch.long, device=self.device)
+        return torch.randint(lo, hi + 1, (batch,), generator=self.generator).to(self.device)
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
         a = self.alphas[t]
@@ -126,8 +102,7 @@ class DiffusionGuidance(Guidance):
         through an MSE to a detached target, so loss.backward() carries it to ``images``."""
         B = images.shape[0]
         latents = self.encode(images).float()
-        lo, hi = self.timestep_range(step_ratio)
-        t = torch.randint(lo, hi + 1, (B,), generator=self.generator).to(self.device)
+        t = self.timesteps(step_ratio, B)
         with torch.no_grad():
             noise = self.randn(latents.shape).float()
             noisy = self.scheduler.add_noise(latents, noise, t)
@@ -137,26 +112,31 @@ class DiffusionGuidance(Guidance):
             if self.grad_clip > 0:
                 grad = grad.clamp(-self.grad_clip, self.grad_clip)
         target = (latents - grad).detach()
-        return 0.5 * F.mse_loss(latents, target, reduction="sum") / B
+        loss = 0.5 * F.mse_loss(latents, target, reduction="sum")
+        return loss / B if self.loss_batch_mean else loss
 
     # --------------------------------------------------------------------- SDEdit
     @torch.no_grad()
     def refine(self, images, views, strength, steps):
-        """SDEdit: encode, noise to ``strength`` of the schedule, denoise with DDIM over the
-        ``steps``-step schedule's remaining timesteps, decode. strength 0 returns the input."""
-        if strength <= 0:
-            return images
+        """SDEdit, as the reference: set a ``steps``-step DDIM schedule, skip its first
+        int(steps * strength) timesteps (truncated), noise the encoded render to the next one and
+        denoise from there; decode. strength 0 denoises from pure noise; a strength that skips
+        the whole schedule returns the input."""
         from diffusers import DDIMScheduler
 
+        start = int(steps * strength)
+        if start >= steps:
+            return images
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps)
         timesteps = sched.timesteps  # descending
-        start = int(round(steps * (1 - min(strength, 1.0))))
-        start = min(start, len(timesteps) - 1)
-        latents = self.encode(images, sample=False).float()
+        latents = self.encode(images, sample=True).float()
         noise = self.randn(latents.shape).float()
-        latents = sched.add_noise(latents, noise, timesteps[start:start + 1].repeat(latents.shape[0]))
-        for t in timesteps[start:]:
+        if start <= 0:
+            latents = noise
+        else:
+            latents = sched.add_noise(latents, noise, timesteps[start:start + 1].repeat(latents.shape[0]))
+        for t in timesteps[max(start, 0):]:
             tb = t.repeat(latents.shape[0]).to(self.device)
             eps = self._eps(latents.to(self.dtype), tb, views).float()
             latents = sched.step(eps, t, latents).prev_sample

@@ -1,13 +1,17 @@
 """Stable Diffusion 2.1 guidance (text-to-3D), from the diffusers-format checkpoint
-(``stabilityai/stable-diffusion-2-1-base`` or a local folder: vae/, unet/, text_encoder/,
-tokenizer/, scheduler/). SDS at 512x512 renders (64x64 latents) with classifier-free guidance;
-optional view-dependent prompts (", front view" / ", side view" / ", back view")."""
+(``stabilityai/stable-diffusion-2-1-base`` or a local folder). Its ``model_index.json`` names a
+``StableDiffusionPipeline`` with vae/ (AutoencoderKL), unet/ (UNet2DConditionModel), text_encoder/
+(CLIPTextModel), tokenizer/ (CLIPTokenizer), scheduler/ (``PNDMScheduler`` in its
+scheduler_config.json; DDIM is built from the same config), feature_extractor/ and safety_checker/
+(neither used). SDS at 512x512 renders (64x64 latents) with classifier-free guidance (the
+reference's scale: 100); optional view-dependent prompts (", front view" / ", side view" / ", back view")."""
 from __future__ import annotations
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-from guidance.diffusion import DiffusionGuidance, common_kwargs, load_component
+from guidance.diffusion import DiffusionGuidance, common_kwargs
+from guidance.loading import ModelLoadError, load_library_component, load_scheduler, model_index, resolve_folder
 
 DIRECTIONS = ("front", "side", "back")
 
@@ -30,18 +34,29 @@ class StableDiffusionGuidance(DiffusionGuidance):
 
     @classmethod
     def from_config(cls, cfg, device):
-        scale = cfg.guidance_scale if cfg.mode == "text" else 7.5
-        return cls(cfg.sd_model, view_dependent=cfg.view_dependent_prompt, **common_kwargs(cfg, device, scale))
+        return cls(cfg.sd_model, view_dependent=cfg.view_dependent_prompt,
+                   **common_kwargs(cfg, device, cfg.sd_guidance_scale))
 
     def _load(self, path):
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        kw = dict(what="Stable Diffusion model", config_key="sd_model")
-        self.vae = load_component(AutoencoderKL, path, "vae", **kw)
-        self.unet = load_component(UNet2DConditionModel, path, "unet", **kw)
-        self.text_encoder = load_component(CLIPTextModel, path, "text_encoder", **kw)
-        self.tokenizer = load_component(CLIPTokenizer, path, "tokenizer", **kw)
-        self.scheduler = load_component(DDIMScheduler, path, "scheduler", **kw)
+        what = f"Stable Diffusion model '{path}'"
+        folder = resolve_folder(path, "Stable Diffusion model", "sd_model")
+        index = model_index(folder, what)
+        missing = [c for c in ("vae", "unet", "text_encoder", "tokenizer", "scheduler") if c not in index]
+        if missing:
+            raise ModelLoadError(f"{what}: model_index.json lists no '{missing[0]}' (not a Stable Diffusion pipeline?)")
+        self.vae = load_library_component(AutoencoderKL, folder, "vae", what)
+        self.unet = load_library_component(UNet2DConditionModel, folder, "unet", what)
+        if self.unet.config.in_channels != 4:
+            raise ModelLoadError(f"{what}: the UNet has {self.unet.config.in_channels} input channels, "
+                                 "Stable Diffusion has 4")
+        self.text_encoder = load_library_component(CLIPTextModel, folder, "text_encoder", what)
+        try:
+            self.tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        except Exception as e:
+            raise ModelLoadError(f"{what}: component 'tokenizer' did not load ({type(e).__name__})") from None
+        self.scheduler = load_scheduler(DDIMScheduler, folder, what)
 
     def models(self):
         return [self.vae, self.unet, self.text_encoder]

@@ -1,10 +1,15 @@
 """Zero123-XL and Stable-Zero123 guidance (image-to-3D), from diffusers-format checkpoints.
 
-Layout of ``ashawkey/zero123-xl-diffusers`` / ``ashawkey/stable-zero123-diffusers`` (or a local
-folder): vae/ (AutoencoderKL), unet/ (UNet2DConditionModel, 8 input channels: noisy latents +
-input-view latents), image_encoder/ (CLIPVisionModelWithProjection), feature_extractor/
-(CLIPImageProcessor), clip_camera_projection/ (a Linear 772 -> 768 mixing the CLIP image
-embedding with the relative camera), scheduler/.
+Two published folder layouts load (detected from the folder's own files, see ``load_projection``):
+
+* ``ashawkey/zero123-xl-diffusers`` / ``ashawkey/stable-zero123-diffusers`` (the configs' defaults):
+  ``model_index.json`` of a ``Zero123Pipeline`` with vae/ (AutoencoderKL), unet/
+  (UNet2DConditionModel, 8 input channels: noisy latents + input-view latents), image_encoder/
+  (CLIPVisionModelWithProjection), feature_extractor/ (CLIPImageProcessor), scheduler/ (DDIM) and
+  clip_camera_projection/ (``CLIPCameraProjection``: config ``embedding_dim`` 768 and
+  ``additional_embeddings`` 4, weights ``proj.weight`` [768, 772] and ``proj.bias`` [768]);
+* the zero1to3 community layout (kxic's conversion): the same, with cc_projection/ (``CCProjection``:
+  config ``in_channel`` 772 and ``out_channel`` 768, weights ``projection.weight`` / ``projection.bias``).
 
 Camera embedding of a target view relative to the input view (angles in degrees):
   Zero123:        [rad(d_elevation), sin(rad(d_azimuth)), cos(rad(d_azimuth)), d_radius]
@@ -13,31 +18,70 @@ Camera embedding of a target view relative to the input view (angles in degrees)
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 
-from guidance.diffusion import DiffusionGuidance, common_kwargs, load_component
+from guidance.diffusion import DiffusionGuidance, common_kwargs
+from guidance.loading import (ModelLoadError, first_mismatch, load_library_component, load_scheduler, model_index,
+                              read_json, read_state_dict, resolve_folder, weight_files)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# subfolder -> (class named in its config.json, (in, out) sizes from that config, weight-name prefix)
+PROJECTION_LAYOUTS = {
+    "clip_camera_projection": ("CLIPCameraProjection",
+                               lambda c: (c.get("embedding_dim", 768) + c.get("additional_embeddings", 4),
+                                          c.get("embedding_dim", 768)), "proj"),
+    "cc_projection": ("CCProjection", lambda c: (c.get("in_channel", 772), c.get("out_channel", 768)), "projection"),
+}
 
 
-class CCProjection(ModelMixin, ConfigMixin):
-    """Projects [CLIP image embedding, camera embedding] back to the CLIP embedding size."""
+class CameraProjection(torch.nn.Module):
+    """Projects [CLIP image embedding, camera embedding] back to the CLIP embedding size: one
+    Linear, whichever layout its weights came from."""
 
-    @register_to_config
-    def __init__(self, in_channel=772, out_channel=768):
+    def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        self.in_channel = in_channel
-        self.out_channel = out_channel
-        self.projection = torch.nn.Linear(in_channel, out_channel)
+        self.linear = torch.nn.Linear(in_features, out_features)
 
     def forward(self, x):
-        return self.projection(x)
+        return self.linear(x)
+
+
+def load_projection(folder: str, index: dict, what: str) -> CameraProjection:
+    """The camera projection of either published layout, chosen by the folder's model_index.json
+    (or, where it names neither, by which subfolder exists); every weight must match its config."""
+    subs = [s for s in PROJECTION_LAYOUTS if s in index] or \
+        [s for s in PROJECTION_LAYOUTS if os.path.isdir(os.path.join(folder, s))]
+    if not subs:
+        raise ModelLoadError(f"{what}: {folder} has no camera projection (clip_camera_projection/ or cc_projection/); "
+                             "is this a Zero123 checkpoint?")
+    sub = subs[0]
+    cls_name, sizes, prefix = PROJECTION_LAYOUTS[sub]
+    cfg = read_json(os.path.join(folder, sub, "config.json"), what)
+    if cfg.get("_class_name", cls_name) != cls_name:
+        raise ModelLoadError(f"{what}: {sub}/config.json names class '{cfg.get('_class_name')}', expected '{cls_name}'")
+    try:
+        n_in, n_out = (int(x) for x in sizes(cfg))
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"{what}: {sub}/config.json has non-integer sizes: {cfg}") from None
+    files = weight_files(folder, sub)
+    if not files:
+        raise ModelLoadError(f"{what}: component '{sub}' has no weights (*.safetensors or *.bin) in {folder}")
+    try:
+        sd = read_state_dict(files)
+    except Exception as e:
+        raise ModelLoadError(f"{what}: component '{sub}' weights could not be read ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+    expected = {f"{prefix}.weight": (n_out, n_in), f"{prefix}.bias": (n_out,)}
+    problem = first_mismatch(expected, {k: tuple(v.shape) for k, v in sd.items()})
+    if problem:
+        raise ModelLoadError(f"{what}: component '{sub}' ({cls_name}) does not match its config.json: {problem}")
+    proj = CameraProjection(n_in, n_out)
+    with torch.no_grad():
+        proj.linear.weight.copy_(sd[f"{prefix}.weight"])
+        proj.linear.bias.copy_(sd[f"{prefix}.bias"])
+    return proj
 
 
 def camera_embedding(d_elevation, d_azimuth, d_radius, input_elevation, stable: bool) -> torch.Tensor:
@@ -51,6 +95,7 @@ def camera_embedding(d_elevation, d_azimuth, d_radius, input_elevation, stable: 
 
 class Zero123Guidance(DiffusionGuidance):
     image_size = 256
+    loss_batch_mean = False  # the reference's Zero123 SDS loss is summed over the batch
 
     def __init__(self, model_path, stable=False, **kw):
         self.stable = stable
@@ -63,41 +108,49 @@ class Zero123Guidance(DiffusionGuidance):
         return cls(cfg.guidance_model, stable=stable, **common_kwargs(cfg, device, cfg.guidance_scale))
 
     def _load(self, path):
-        from transformers import CLIPVisionModelWithProjection
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         name = "Stable-Zero123" if self.stable else "Zero123"
-        kw = dict(what=f"{name} model", config_key="guidance_model")
-        self.vae = load_component(AutoencoderKL, path, "vae", **kw)
-        self.unet = load_component(UNet2DConditionModel, path, "unet", **kw)
+        what = f"{name} model '{path}'"
+        folder = resolve_folder(path, f"{name} model", "guidance_model")
+        index = model_index(folder, what)
+        self.vae = load_library_component(AutoencoderKL, folder, "vae", what)
+        self.unet = load_library_component(UNet2DConditionModel, folder, "unet", what)
         if self.unet.config.in_channels != 8:
-            from guidance import ModelNotFoundError
-
-            raise ModelNotFoundError(f"{name} model at {path}: the UNet has {self.unet.config.in_channels} input "
-                                     "channels, Zero123 needs 8 (is this a Zero123 checkpoint?)")
-        self.image_encoder = load_component(CLIPVisionModelWithProjection, path, "image_encoder", **kw)
-        try:
-            self.cc_projection = load_component(CCProjection, path, "clip_camera_projection", **kw)
-        except Exception:
-            self.cc_projection = load_component(CCProjection, path, "cc_projection", **kw)
-        self.scheduler = load_component(DDIMScheduler, path, "scheduler", **kw)
-        self.clip_size = self.image_encoder.config.image_size
+            raise ModelLoadError(f"{what}: the UNet has {self.unet.config.in_channels} input channels, Zero123 needs 8 "
+                                 "(is this a Zero123 checkpoint?)")
+        self.image_encoder = load_library_component(CLIPVisionModelWithProjection, folder, "image_encoder", what)
+        self.cc_projection = load_projection(folder, index, what)
+        if self.cc_projection.linear.in_features != self.image_encoder.config.projection_dim + 4:
+            raise ModelLoadError(f"{what}: the camera projection takes {self.cc_projection.linear.in_features} inputs, "
+                                 f"the image encoder gives {self.image_encoder.config.projection_dim} + 4 camera values")
+        read_json(os.path.join(folder, "feature_extractor", "preprocessor_config.json"), what)
+        self.feature_extractor = CLIPImageProcessor.from_pretrained(folder, subfolder="feature_extractor")
+        self.scheduler = load_scheduler(DDIMScheduler, folder, what)
 
     def models(self):
         return [self.vae, self.unet, self.image_encoder, self.cc_projection]
 
+    def clip_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """CLIP input of images [B,3,H,W] in [0,1]: 8-bit images (x * 255, truncated, as a PIL
+        conversion does) through the checkpoint's own CLIPImageProcessor."""
+        u8 = (x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        px = self.feature_extractor(images=list(u8), return_tensors="pt").pixel_values
+        return px.to(self.device, self.dtype)
+
     @torch.no_grad()
     def prepare(self, image=None, mask=None, elevation=0.0, radius=None, **_):
         """Condition on the input view: ``image`` [3,H,W] in [0,1] (composited on white where
-        ``mask`` is given), its elevation (degrees) and camera distance."""
+        ``mask`` is given), its elevation (degrees) and camera distance. As the reference: the
+        view at 256x256 (bilinear), CLIP embedding of its 8-bit pixels, and a VAE posterior sample."""
         if image is None:
             raise ValueError("Zero123 guidance needs the input image (mode=image with input=...)")
         img = image if mask is None else image * mask + (1 - mask)
-        img = img[None].to(self.device, torch.float32)
-        x = F.interpolate(img, (self.clip_size, self.clip_size), mode="bicubic", align_corners=False).clamp(0, 1)
-        mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
-        clip_emb = self.image_encoder(((x - mean) / std).to(self.dtype)).image_embeds  # [1, D]
-        vae_lat = self.encode(img, sample=False) / self.vae.config.scaling_factor  # unscaled, as Zero123
+        x = F.interpolate(img[None].to(self.device, torch.float32), (self.image_size, self.image_size),
+                          mode="bilinear", align_corners=False)
+        clip_emb = self.image_encoder(self.clip_pixels(x)).image_embeds  # [1, D]
+        vae_lat = self.encode(x, sample=True) / self.vae.config.scaling_factor  # unscaled, as Zero123
         self.embeddings = (clip_emb, vae_lat)
         self.input_elevation = float(elevation)
         self.input_radius = radius

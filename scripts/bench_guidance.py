@@ -2,12 +2,13 @@
 
     python scripts/bench_guidance.py [--models zero123 sd] [--reps 2] [--json out.json]
 
-No checkpoint is needed: the networks are built from the real architectures' configs (Zero123-XL:
-the SD-1.x UNet with 8 input channels, the SD VAE, a CLIP ViT-L/14 image encoder; SD 2.1 base:
-its UNet and an OpenCLIP-H-size text encoder) with random weights, which cost the same to run as
-the trained ones, and go through the same guidance classes the pipeline uses. Defaults follow
-the configs: Zero123 renders at 256 (32x32 latents), SD at 512 (64x64); refine runs
-refine_strength_start (0.2) of a 50-step DDIM schedule, i.e. 10 denoising steps.
+No checkpoint is needed: a folder in the published hub layout is written with the real
+architectures' configs (Zero123-XL: the SD-1.x UNet with 8 input channels, the SD VAE, a CLIP
+ViT-L/14 image encoder; SD 2.1 base: its UNet and an OpenCLIP-H-size text encoder) and random
+weights, which cost the same to run as the trained ones, and loaded through the same code path
+(build_s includes writing and loading it). Defaults follow the configs: Zero123 renders at 256
+(32x32 latents), SD at 512 (64x64); refine at the reference's first strength 0.8 skips 40 of a
+50-step DDIM schedule, i.e. runs 10 denoising steps.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -28,65 +31,20 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from cameras import Camera, View  # noqa: E402
 
 
-def sd_vae(sample_size):
-    from diffusers import AutoencoderKL
+def build(kind, device, folder):
+    """Write a full-size random-weight checkpoint in the published hub layout, then load it through
+    the same code path as the real one."""
+    from hub_layouts import build_sd, build_zero123
 
-    return AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                         sample_size=sample_size)
-
-
-def unet(in_channels, cross_dim, sample_size, heads, linear_proj):
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(sample_size=sample_size, in_channels=in_channels, out_channels=4, layers_per_block=2,
-                                block_out_channels=(320, 640, 1280, 1280),
-                                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                                cross_attention_dim=cross_dim, attention_head_dim=heads,
-                                use_linear_projection=linear_proj)
-
-
-def build(kind, device):
     from guidance.sd import StableDiffusionGuidance
-    from guidance.zero123 import CCProjection, Zero123Guidance
-    from tiny_models import tiny_scheduler
+    from guidance.zero123 import Zero123Guidance
 
     if kind == "zero123":
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        class FullZero123(Zero123Guidance):
-            def _load(self, path):
-                self.vae, self.unet = sd_vae(256), unet(8, 768, 32, 8, False)
-                self.image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-                    hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24,
-                    image_size=224, patch_size=14, projection_dim=768))
-                self.cc_projection = CCProjection(772, 768)
-                self.scheduler = tiny_scheduler()
-                self.clip_size = 224
-
-        g = FullZero123("random-weights", device=device)
-        img = torch.rand(3, 256, 256)
-        return g.prepare(img, torch.ones(1, 256, 256), elevation=0.0, radius=2.0), 256
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    class FullSD(StableDiffusionGuidance):
-        def _load(self, path):
-            import tempfile
-
-            from tiny_models import tiny_clip_tokenizer
-            from transformers import CLIPTokenizer
-
-            self.vae, self.unet = sd_vae(512), unet(4, 1024, 64, [5, 10, 20, 20], True)
-            self.text_encoder = CLIPTextModel(CLIPTextConfig(
-                hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
-                vocab_size=49408, max_position_embeddings=77, hidden_act="gelu", projection_dim=512))
-            d = tempfile.mkdtemp()
-            tiny_clip_tokenizer(d)  # timing does not depend on the vocabulary
-            self.tokenizer = CLIPTokenizer.from_pretrained(d)
-            self.scheduler = tiny_scheduler()
-
-    g = FullSD("random-weights", device=device, guidance_scale=100.0)
+        build_zero123(folder, size="full")
+        g = Zero123Guidance(folder, device=device)
+        return g.prepare(torch.rand(3, 256, 256), torch.ones(1, 256, 256), elevation=0.0, radius=2.0), 256
+    build_sd(folder, size="full")  # timing does not depend on the (byte-level) vocabulary
+    g = StableDiffusionGuidance(folder, device=device, guidance_scale=100.0)
     return g.prepare("a photo of a hamburger", ""), 512
 
 
@@ -101,9 +59,11 @@ def main():
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows = []
     for kind in args.models:
+        folder = tempfile.mkdtemp(prefix=f"bench_{kind}_")
         t = time.perf_counter()
-        g, res = build(kind, device)
+        g, res = build(kind, device, folder)
         build_s = time.perf_counter() - t
+        shutil.rmtree(folder, ignore_errors=True)
         views = [View(Camera.orbit(10.0, 60.0, 2.0, 49.1, res), 10.0, 60.0, 2.0)]
 
         def sds():
@@ -111,7 +71,7 @@ def main():
             g.train_step(x, views, 0.5).backward()
 
         def refine():
-            g.refine(torch.rand(1, 3, res, res, device=device), views, 0.2, 50)
+            g.refine(torch.rand(1, 3, res, res, device=device), views, 0.8, 50)
 
         for name, fn in (("sds_step", sds), ("refine_10_steps", refine)):
             fn()  # warm-up

@@ -17,15 +17,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_clip(model: str):
-    from guidance.diffusion import load_component, quiet_libraries
+    from guidance.loading import ModelLoadError, quiet_libraries, resolve_folder
 
     quiet_libraries()  # before the import: transformers announces its torchvision fallback there
     from transformers import CLIPImageProcessor, CLIPModel
 
-    kw = dict(what="CLIP model", config_key="--model")
-    m = load_component(CLIPModel, model, "", **kw).eval()
-    p = load_component(CLIPImageProcessor, model, "", **kw)
-    return m, p
+    folder = resolve_folder(model, "CLIP model", "--model")
+    try:
+        return CLIPModel.from_pretrained(folder).eval(), CLIPImageProcessor.from_pretrained(folder)
+    except Exception as e:
+        raise ModelLoadError(f"CLIP model '{model}': {folder} did not load ({type(e).__name__})") from None
 
 
 @torch.no_grad()

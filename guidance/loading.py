@@ -1,0 +1,190 @@
+"""Loading diffusion checkpoints in the layouts that exist on the hub, strictly.
+
+A checkpoint is a folder in diffusers layout (``model_index.json`` plus one subfolder per
+component) or a hub id that resolves to one. The folder's own files say what it holds:
+
+* ``model_index.json`` names the pipeline class and its components;
+* each component's ``config.json`` (``scheduler_config.json``, ``preprocessor_config.json``) its
+  class and sizes; its weights are ``*.safetensors`` or, in older exports, ``*.bin`` (read with
+  ``weights_only=True`` only), possibly sharded with an ``.index.json``.
+
+Every component must load completely: a missing, unexpected or wrongly shaped weight is a one-line
+``ModelLoadError`` naming the model, the component and the first key at fault, never a partly
+random model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import torch
+
+from guidance import ModelNotFoundError
+
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model", "pytorch_model")
+
+
+class ModelLoadError(ModelNotFoundError):
+    """A checkpoint that exists but does not match what its config says (wrong or partial weights)."""
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def quiet_libraries():
+    """diffusers / transformers print loading notices through logging; keep errors only."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _looks_like_path(path: str) -> bool:
+    """Hub ids are ``owner/name``; anything else is meant as a folder."""
+    return path.startswith(("/", ".", "~")) or path.count("/") != 1
+
+
+def hub_patterns(files: list[str]) -> list[str]:
+    """What to download of a hub repository listing: configs, tokenizer files and, per component,
+    its safetensors weights or (only where it has none) its .bin weights, no fp16/EMA variants."""
+    keep = [f for f in files if f.endswith((".json", ".txt"))]
+    weights = [f for f in files if f.endswith((".safetensors", ".bin")) and f.count("/") == 1
+               and f.split("/")[1].split(".")[0] in WEIGHT_NAMES and ".fp16." not in f and "ema" not in f]
+    for sub in sorted({f.split("/")[0] for f in weights}):
+        mine = [f for f in weights if f.startswith(sub + "/")]
+        safe = [f for f in mine if f.endswith(".safetensors")]
+        keep += safe or mine
+    return keep
+
+
+def resolve_folder(path: str, what: str, config_key: str) -> str:
+    """A local folder for ``path``: the folder itself, or the hub snapshot of a hub id (from the
+    local cache when offline). One-line ModelNotFoundError when neither exists."""
+    path = os.path.expanduser(str(path))
+    if os.path.isdir(path):
+        return path
+    how = (f"download it with `huggingface-cli download {path}` where the hub is reachable, "
+           f"or set {config_key}=/path/to/local/folder")
+    if _looks_like_path(path):
+        raise ModelNotFoundError(f"{what}: no folder at {path}; {how.split(', or ')[-1]} in diffusers layout")
+    try:
+        from huggingface_hub import list_repo_files, snapshot_download
+
+        if offline():
+            return snapshot_download(path, local_files_only=True)
+        return snapshot_download(path, allow_patterns=hub_patterns(list_repo_files(path)))
+    except Exception as e:  # offline, unknown repo, gated, network: all end the same way for the user
+        raise ModelNotFoundError(f"{what}: '{path}' could not be loaded from the hub or the local cache "
+                                 f"({type(e).__name__}); {how}") from None
+
+
+def read_json(path: str, what: str) -> dict:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{what}: {path} is missing (not a diffusers-layout folder?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{what}: {path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{what}: {path} is not a JSON object")
+    return data
+
+
+def model_index(folder: str, what: str) -> dict:
+    """The folder's ``model_index.json``: pipeline class and components (name -> [library, class])."""
+    return read_json(os.path.join(folder, "model_index.json"), what)
+
+
+def component_class(index: dict, name: str):
+    """``[library, class]`` of a component in model_index.json, or None where absent / null."""
+    entry = index.get(name)
+    if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] is not None:
+        return tuple(entry)
+    return None
+
+
+def weight_files(folder: str, sub: str) -> list[str]:
+    """The weight files of one component: safetensors before .bin, one file or a sharded set."""
+    d = os.path.join(folder, sub)
+    for ext in ("safetensors", "bin"):
+        for stem in WEIGHT_NAMES:
+            single = os.path.join(d, f"{stem}.{ext}")
+            if os.path.isfile(single):
+                return [single]
+            index = single + ".index.json"
+            if os.path.isfile(index):
+                shards = sorted(set(read_json(index, sub).get("weight_map", {}).values()))
+                return [os.path.join(d, s) for s in shards]
+    return []
+
+
+def read_state_dict(files: list[str]) -> dict:
+    """Tensors of safetensors / .bin files (.bin with weights_only=True: never arbitrary objects)."""
+    sd = {}
+    for f in files:
+        if f.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            sd.update(load_file(f))
+        else:
+            sd.update(torch.load(f, map_location="cpu", weights_only=True, mmap=True))
+    return sd
+
+
+def first_mismatch(expected: dict, got: dict, ignore=()) -> str | None:
+    """The first problem between two {key: shape} maps, as words, or None where they match."""
+    for k in expected:
+        if k not in got:
+            return f"missing key '{k}'"
+    for k in got:
+        if k not in expected and not any(re.search(p, k) for p in ignore):
+            return f"unexpected key '{k}'"
+    for k, shape in expected.items():
+        if tuple(got[k]) != tuple(shape):
+            return f"key '{k}' has shape {list(got[k])}, expected {list(shape)}"
+    return None
+
+
+def load_library_component(cls, folder: str, sub: str, what: str, dtype=None):
+    """A diffusers / transformers model from ``folder/sub``, every weight accounted for."""
+    quiet_libraries()
+    d = os.path.join(folder, sub)
+    if not os.path.isdir(d):
+        raise ModelNotFoundError(f"{what}: component '{sub}' is missing from {folder}")
+    if not os.path.isfile(os.path.join(d, "config.json")):
+        raise ModelNotFoundError(f"{what}: component '{sub}' has no config.json in {folder}")
+    if not weight_files(folder, sub):
+        raise ModelNotFoundError(f"{what}: component '{sub}' has no weights (*.safetensors or *.bin) in {folder}")
+    kw = {"torch_dtype": dtype} if dtype is not None else {}
+    try:
+        model, info = cls.from_pretrained(folder, subfolder=sub, local_files_only=True, output_loading_info=True,
+                                          ignore_mismatched_sizes=True, **kw)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"{what}: component '{sub}' ({cls.__name__}) did not load: "
+                             f"{type(e).__name__}: {msg[:300]}") from None
+    problems = ([f"missing key '{k}'" for k in info.get("missing_keys", [])]
+                + [f"unexpected key '{k}'" for k in info.get("unexpected_keys", [])
+                   if not k.endswith("position_ids")]  # a buffer older transformers exports saved
+                + [f"key '{m[0]}' has the wrong shape" for m in info.get("mismatched_keys", [])]
+                + [str(m).splitlines()[0] for m in info.get("error_msgs", [])])
+    if problems:
+        raise ModelLoadError(f"{what}: component '{sub}' ({cls.__name__}) does not match its config.json: "
+                             f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return model
+
+
+def load_scheduler(cls, folder: str, what: str):
+    """``cls`` (e.g. DDIMScheduler) built from the folder's scheduler config, whatever class it names."""
+    cfg = read_json(os.path.join(folder, "scheduler", "scheduler_config.json"), what)
+    pred = cfg.get("prediction_type", "epsilon")
+    if pred != "epsilon":
+        raise ModelLoadError(f"{what}: the scheduler predicts '{pred}'; score distillation here needs an "
+                             "epsilon-prediction model (e.g. stable-diffusion-2-1-base, not the 768 v-model)")
+    return cls.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
