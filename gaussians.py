@@ -117,7 +117,7 @@ class GaussianModel:
     def init_random_blob(self, num_pts: int, radius: float = 0.5, opacity: float = 0.1, seed=None,
                          sh_dc: float = 1 / 255):
         """``num_pts`` points uniformly inside a ball, SH DC coefficients uniform in [0, sh_dc]
-        (the reference's 1/255: colours within 0.0003 of grey), isotropic scales from the mean
+        (the reference's 1/255: colours within 0.0011 of grey), isotropic scales from the mean
         distance to the 3 nearest neighbours (the reference's initialisation)."""
         if num_pts <= 0:
             raise ValueError(f"num_pts must be positive, got {num_pts}")

@@ -243,3 +243,20 @@ def test_stage1_resumes_from_a_ply(tmp_path):
     torch.testing.assert_close(stage.model.means, GaussianModel.load_ply(str(tmp_path / "start.ply")).means)
     r = stage.run()
     assert r["steps"] == 2 and os.path.isfile(os.path.join(tmp_path, "r_model.ply"))
+
+
+@pytest.mark.parametrize("layout", ["zero123_path", "zero123_bin_path", "zero123_community_path", "sd_path"])
+def test_main_and_main2_run_on_every_published_layout(request, tmp_path, layout):
+    """The command users run, on a folder in each published layout (built from its specification)."""
+    path = request.getfixturevalue(layout)
+    if layout == "sd_path":
+        args = ["--config", "configs/text.yaml", "prompt=a ghost", f"sd_model={path}"]
+    else:
+        args = ["--config", "configs/image.yaml", f"input={IMAGE}", f"guidance_model={path}"]
+    args += SMALL + [f"outdir={tmp_path}", "save_path=x", "iters=3", "iters_refine=2", "density_thresh=0.05"]
+    for script in ("main.py", "main2.py"):
+        r = cli(script, *args)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr
+    assert Mesh.load(os.path.join(tmp_path, "x.obj")).albedo is not None
+    assert os.path.isfile(os.path.join(tmp_path, "x_model.ply"))
