@@ -54,6 +54,18 @@ class DiffusionGuidance(Guidance):
     def models(self):
         return [self.vae, self.unet]
 
+    def load_vae_unet(self, folder: str, what: str, in_channels: int, kind: str):
+        """The folder's vae/ and unet/, strictly; the UNet must take ``in_channels`` inputs."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        from guidance.loading import ModelLoadError, load_library_component
+
+        self.vae = load_library_component(AutoencoderKL, folder, "vae", what)
+        self.unet = load_library_component(UNet2DConditionModel, folder, "unet", what)
+        if self.unet.config.in_channels != in_channels:
+            raise ModelLoadError(f"{what}: the UNet has {self.unet.config.in_channels} input channels, {kind} "
+                                 f"needs {in_channels} (is this a {kind} checkpoint?)")
+
     def _eps(self, latents_noisy, t, views):
         raise NotImplementedError
 

@@ -8,7 +8,7 @@ reference's scale: 100); optional view-dependent prompts (", front view" / ", si
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler
 
 from guidance.diffusion import DiffusionGuidance, common_kwargs
 from guidance.loading import ModelLoadError, load_library_component, load_scheduler, model_index, resolve_folder
@@ -46,11 +46,7 @@ class StableDiffusionGuidance(DiffusionGuidance):
         missing = [c for c in ("vae", "unet", "text_encoder", "tokenizer", "scheduler") if c not in index]
         if missing:
             raise ModelLoadError(f"{what}: model_index.json lists no '{missing[0]}' (not a Stable Diffusion pipeline?)")
-        self.vae = load_library_component(AutoencoderKL, folder, "vae", what)
-        self.unet = load_library_component(UNet2DConditionModel, folder, "unet", what)
-        if self.unet.config.in_channels != 4:
-            raise ModelLoadError(f"{what}: the UNet has {self.unet.config.in_channels} input channels, "
-                                 "Stable Diffusion has 4")
+        self.load_vae_unet(folder, what, 4, "Stable Diffusion")
         self.text_encoder = load_library_component(CLIPTextModel, folder, "text_encoder", what)
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")

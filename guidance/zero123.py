@@ -108,18 +108,14 @@ class Zero123Guidance(DiffusionGuidance):
         return cls(cfg.guidance_model, stable=stable, **common_kwargs(cfg, device, cfg.guidance_scale))
 
     def _load(self, path):
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from diffusers import DDIMScheduler
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         name = "Stable-Zero123" if self.stable else "Zero123"
         what = f"{name} model '{path}'"
         folder = resolve_folder(path, f"{name} model", "guidance_model")
         index = model_index(folder, what)
-        self.vae = load_library_component(AutoencoderKL, folder, "vae", what)
-        self.unet = load_library_component(UNet2DConditionModel, folder, "unet", what)
-        if self.unet.config.in_channels != 8:
-            raise ModelLoadError(f"{what}: the UNet has {self.unet.config.in_channels} input channels, Zero123 needs 8 "
-                                 "(is this a Zero123 checkpoint?)")
+        self.load_vae_unet(folder, what, 8, "Zero123")
         self.image_encoder = load_library_component(CLIPVisionModelWithProjection, folder, "image_encoder", what)
         self.cc_projection = load_projection(folder, index, what)
         if self.cc_projection.linear.in_features != self.image_encoder.config.projection_dim + 4:

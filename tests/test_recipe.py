@@ -6,11 +6,10 @@ import os
 import sys
 import types
 
-import numpy as np
 import pytest
 import torch
 
-from cameras import Camera, View
+from cameras import Camera
 from config import load_config
 from helpers import make_gaussians
 

@@ -134,3 +134,23 @@ def test_mesh_from_ply_remeshes_without_training(tmp_path):
     r = run("scripts/mesh_from_ply.py", str(tmp_path / "s.ply"), "--out", str(tmp_path / "t.obj"), *args,
             "density_thresh=1000")
     assert r.returncode == 2 and "try a threshold" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
+    """scripts/gpu_check.py's steps with the tiny model: parity tests (skipped without CUDA),
+    the rasterizer benchmark and both stages on a hub-layout checkpoint, into one JSON."""
+    import json
+
+    out = tmp_path / "gc.json"
+    r = run("scripts/gpu_check.py", "--tiny", "--device", "cpu", "--iters", "3", "--iters-refine", "1",
+            "--skip-install", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.load(open(out))
+    assert rep["parity_tests"]["rc"] == 0
+    assert rep["render_bench"]["results"] and rep["render_bench"]["results"][0]["backend"] == "torch"
+    p = rep["pipeline"]
+    assert p["stage1"]["iters"] == 3 and p["stage1"]["train"] > 0 and p["stage1"]["mesh_export"] > 0
+    assert p["stage2"]["iters_refine"] == 1 and p["stage2"]["train"] > 0
+    r = run("scripts/gpu_check.py", "--out", str(tmp_path / "x.json"))
+    if not torch.cuda.is_available():
+        assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
