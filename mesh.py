@@ -75,6 +75,10 @@ class Mesh:
             mesh.albedo = torch.from_numpy(load_image(albedo_path)[..., :3].copy())
         if mesh.f.shape[0] == 0:
             raise MeshFormatError(f"{path}: mesh has no faces")
+        for name, t in (("vertex positions", mesh.v), ("texture coordinates", mesh.vt), ("texture", mesh.albedo)):
+            if t is not None and not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).sum())
+                raise MeshFormatError(f"{path}: {bad} {name} row(s) hold NaN or inf values; fix or remove them")
         return mesh
 
     @classmethod

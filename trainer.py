@@ -93,10 +93,38 @@ def progress(iterable, quiet: bool, desc: str):
     return tqdm(iterable, desc=desc, dynamic_ncols=True, file=sys.stderr)
 
 
+def check_output(cfg):
+    """The outputs can be written: ``outdir`` exists or can be made, a ``save_path`` with a folder
+    part names an existing folder, and a test file can be written there. Checked before any model
+    loads or step runs, so a bad path costs nothing."""
+    name = str(cfg.save_path)
+    base = os.path.join(cfg.outdir, name)
+    folder = os.path.dirname(base) or "."
+    if os.path.dirname(name) and not os.path.isdir(folder):
+        raise ValueError(f"save_path '{name}' names a folder that does not exist ({folder}); create it or "
+                         "use a plain name")
+    try:
+        os.makedirs(cfg.outdir, exist_ok=True)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise ValueError(f"output folder {folder} cannot be written ({e.strerror or type(e).__name__}); "
+                         "set outdir= to a writable folder") from None
+
+
 def check_common(cfg):
-    for key in ("iters", "iters_refine", "batch_size", "ref_size", "num_pts"):
-        if key in cfg and cfg[key] is not None and cfg[key] < (1 if key != "iters_refine" else 0):
+    for key in ("iters", "iters_refine", "batch_size", "ref_size", "num_pts", "texture_size", "bake_resolution",
+                "mc_resolution", "mc_num_blocks", "refine_resolution", "refine_inference_steps", "recon_num_views",
+                "radius", "init_radius"):
+        if key in cfg and cfg[key] is not None and cfg[key] < (1 if key != "iters_refine" else 0) \
+                and not (key in ("radius", "init_radius") and cfg[key] > 0):
             raise ValueError(f"{key} must be positive, got {cfg[key]}")
+    if not 0 < cfg.fovy < 180:
+        raise ValueError(f"fovy must be in (0, 180) degrees, got {cfg.fovy}")
+    if any(r < 1 for r in cfg.resolution_schedule):
+        raise ValueError(f"resolution_schedule entries must be positive, got {list(cfg.resolution_schedule)}")
     if cfg.mesh_format not in ("obj", "glb"):
         raise ValueError(f"mesh_format must be obj or glb, got '{cfg.mesh_format}'")
     if cfg.mode not in ("image", "text", "recon"):
@@ -110,6 +138,7 @@ class Context:
 
     def __init__(self, cfg, log=print):
         check_common(cfg)
+        check_output(cfg)
         self.cfg = cfg
         self.log = log
         self.device = pick_device(cfg.device)

@@ -62,6 +62,21 @@ def hub_patterns(files: list[str]) -> list[str]:
     return keep
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub endpoint (``HF_ENDPOINT`` or huggingface.co) with a short
+    timeout, so that a machine without a route fails in seconds instead of retrying."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def resolve_folder(path: str, what: str, config_key: str) -> str:
     """A local folder for ``path``: the folder itself, or the hub snapshot of a hub id (from the
     local cache when offline). One-line ModelNotFoundError when neither exists."""
@@ -75,7 +90,7 @@ def resolve_folder(path: str, what: str, config_key: str) -> str:
     try:
         from huggingface_hub import list_repo_files, snapshot_download
 
-        if offline():
+        if offline() or not hub_reachable():  # no 30 s of retries: the cache, or the one-line error
             return snapshot_download(path, local_files_only=True)
         return snapshot_download(path, allow_patterns=hub_patterns(list_repo_files(path)))
     except Exception as e:  # offline, unknown repo, gated, network: all end the same way for the user

@@ -260,3 +260,48 @@ def test_main_and_main2_run_on_every_published_layout(request, tmp_path, layout)
         assert "Traceback" not in r.stderr
     assert Mesh.load(os.path.join(tmp_path, "x.obj")).albedo is not None
     assert os.path.isfile(os.path.join(tmp_path, "x_model.ply"))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["iters=nan"], "must be an int"),
+    (["feature_lr=abc"], "must be a float"),
+    (["save_path=nowhere/x"], "names a folder that does not exist"),
+    (["fovy=0"], "fovy must be in (0, 180)"),
+    (["texture_size=0"], "texture_size must be positive"),
+])
+def test_bad_values_fail_in_one_line_before_any_work(tmp_path, args, words):
+    r = cli("main.py", "--config", "configs/image.yaml", f"input={IMAGE}", f"outdir={tmp_path}",
+            "guidance_model=/nonexistent/model", *(["save_path=x"] if not any("save_path" in a for a in args) else []),
+            *args)
+    assert r.returncode == 2 and words in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_the_model_loads(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("main.py", "--config", "configs/image.yaml", f"input={IMAGE}", f"outdir={blocker}/out", "save_path=x",
+            "guidance_model=/nonexistent/model")
+    assert r.returncode == 2 and "cannot be written" in r.stderr and "Zero123" not in r.stderr, r.stderr
+
+
+def test_a_mesh_with_nan_vertices_is_refused_in_one_line(tmp_path):
+    obj = tmp_path / "nan.obj"
+    obj.write_text("v 0 0 0\nv 1 0 0\nv 0 nan 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\n")
+    r = cli("main.py", "--config", "configs/recon.yaml", f"input={obj}", f"outdir={tmp_path}/out", "save_path=x")
+    assert r.returncode == 2 and "NaN or inf" in r.stderr and "nan.obj" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_an_unreachable_hub_fails_within_seconds(tmp_path):
+    import time
+
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "main.py", "--config", "configs/image.yaml", f"input={IMAGE}",
+                        f"outdir={tmp_path}", "save_path=x"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
+                            "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 2 and "huggingface-cli download ashawkey/zero123-xl-diffusers" in r.stderr, r.stderr
+    assert "Retrying" not in r.stderr and "Traceback" not in r.stderr
+    assert time.perf_counter() - t < 30
