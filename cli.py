@@ -31,6 +31,11 @@ def run_stage(stage: int, argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv,
                  "DreamGaussian stage 1: Gaussians + coarse mesh" if stage == 1 else
                  "DreamGaussian stage 2: texture refinement")
+    import signal
+
+    def terminate(signum, frame):  # SIGTERM (a batch scheduler, `kill`) ends a run like Ctrl-C: outputs saved
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         from config import load_config
         from trainer import Stage1, Stage2
@@ -54,3 +59,5 @@ def run_stage(stage: int, argv=None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -307,7 +307,6 @@ class Stage1:
             self.train()
         except KeyboardInterrupt:
             interrupted = True
-            self.log(f"interrupted at step {self.step}: saving the Gaussians")
         timings["train"] = round(time.perf_counter() - t0 - timings["load_guidance"], 3)
         pruned = 0
         if not interrupted:
@@ -330,6 +329,8 @@ class Stage1:
             record["normalisation"] = {"center": self.ctx.views.center.tolist(), "scale": self.ctx.views.scale}
         update_run_json(self.paths["run"], "stage1", self.cfg, record)
         if interrupted:
+            self.log(f"interrupted at step {self.step}: Gaussians saved to {self.paths['ply']}; "
+                     f"continue with load={self.paths['ply']}")
             raise KeyboardInterrupt
         return record
 
@@ -418,15 +419,22 @@ class Stage2:
         t0 = time.perf_counter()
         self.ctx.load_guidance()  # load the models (and fail on a missing one) before refining
         bar = progress(range(self.cfg.iters_refine), self.cfg.quiet, "stage 2")
-        stats = {}
-        for _ in bar:
-            stats = self.train_step()
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        interrupted = False
+        try:
+            for _ in bar:
+                stats = self.train_step()
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the texture refined so far
+            interrupted = True
         t_train = time.perf_counter() - t0
         out = self.export()
         record = {"seed": self.cfg.seed, "steps": self.step, "faces": int(out.f.shape[0]),
-                  "vertices": int(out.v.shape[0]), "outputs": {"mesh": self.paths["fine"]},
+                  "vertices": int(out.v.shape[0]), "outputs": {"mesh": self.paths["fine"]}, "interrupted": interrupted,
                   "timings": {"train": round(t_train, 3), "total": round(time.perf_counter() - t0, 3)}}
         update_run_json(self.paths["run"], "stage2", self.cfg, record)
+        if interrupted:
+            self.log(f"interrupted at step {self.step}: the textured mesh so far is saved to {self.paths['fine']}; "
+                     f"continue with mesh={self.paths['fine']}")
+            raise KeyboardInterrupt
         return record

@@ -305,3 +305,41 @@ def test_an_unreachable_hub_fails_within_seconds(tmp_path):
     assert r.returncode == 2 and "huggingface-cli download ashawkey/zero123-xl-diffusers" in r.stderr, r.stderr
     assert "Retrying" not in r.stderr and "Traceback" not in r.stderr
     assert time.perf_counter() - t < 30
+
+
+def _terminate_when_training(args, marker):
+    """Start a stage, send SIGTERM once its progress bar shows, return (returncode, stdout + stderr)."""
+    import signal
+    import threading
+    import time
+
+    p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    chunks = []
+    reader = threading.Thread(target=lambda: [chunks.append(c) for c in iter(lambda: os.read(p.stdout.fileno(), 4096), b"")],
+                              daemon=True)
+    reader.start()
+    t0 = time.time()
+    while marker not in b"".join(chunks).decode(errors="replace") and time.time() - t0 < 240 and p.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=240)
+    reader.join(timeout=10)
+    return p.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_sigterm_saves_what_each_stage_has(tmp_path):
+    common = ["--config", "configs/recon.yaml", f"input={SPOT}", f"outdir={tmp_path}", "save_path=t",
+              *[a for a in SMALL if a != "quiet=true"], "recon_num_views=4"]
+    rc, err = _terminate_when_training(["main.py", *common, "iters=100000"], "stage 1:")
+    assert rc == 130 and "Gaussians saved to" in err and "Traceback" not in err, err[-1500:]
+    assert len(GaussianModel.load_ply(os.path.join(tmp_path, "t_model.ply"))) > 0
+    # a stage-2 run on the stage-1 ply's mesh: SIGTERM writes the current textured mesh
+    r = cli("main.py", *common, "iters=5", f"load={tmp_path}/t_model.ply", "--quiet")
+    assert r.returncode == 0, r.stderr[-1500:]
+    rc, err = _terminate_when_training(["main2.py", *common, "iters_refine=100000"], "stage 2:")
+    assert rc == 130 and "textured mesh so far is saved to" in err and "Traceback" not in err, err[-1500:]
+    m = Mesh.load(os.path.join(tmp_path, "t.obj"))
+    assert m.albedo is not None
+    assert json.load(open(os.path.join(tmp_path, "t_run.json")))["stage2"]["interrupted"] is True
