@@ -115,12 +115,13 @@ def check_output(cfg):
 
 
 def check_common(cfg):
-    for key in ("iters", "iters_refine", "batch_size", "ref_size", "num_pts", "texture_size", "bake_resolution",
-                "mc_resolution", "mc_num_blocks", "refine_resolution", "refine_inference_steps", "recon_num_views",
-                "radius", "init_radius"):
-        if key in cfg and cfg[key] is not None and cfg[key] < (1 if key != "iters_refine" else 0) \
-                and not (key in ("radius", "init_radius") and cfg[key] > 0):
+    counts = ("iters", "batch_size", "ref_size", "num_pts", "texture_size", "bake_resolution", "mc_resolution",
+              "mc_num_blocks", "refine_resolution", "refine_inference_steps", "recon_num_views")
+    for key in counts + ("radius", "init_radius"):
+        if key in cfg and cfg[key] is not None and (cfg[key] < 1 if key in counts else cfg[key] <= 0):
             raise ValueError(f"{key} must be positive, got {cfg[key]}")
+    if cfg.iters_refine < 0:
+        raise ValueError(f"iters_refine must be 0 or more, got {cfg.iters_refine}")
     if not 0 < cfg.fovy < 180:
         raise ValueError(f"fovy must be in (0, 180) degrees, got {cfg.fovy}")
     if any(r < 1 for r in cfg.resolution_schedule):
