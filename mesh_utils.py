@@ -287,12 +287,13 @@ def bake_azimuths(n: int) -> list:
     """``n`` azimuths 360/n apart, outward from the front: 0, +d, -d, +2d, -2d, ... (the
     reference's order for 8: 0, 45, -45, 90, -90, 135, -135, 180)."""
     d = 360.0 / n
-    out = [0.0]
-    k = 1
+    out, k = [0.0], 1
     while len(out) < n:
-        out += [k * d] + ([-k * d] if len(out) + 1 < n and k * d != 180.0 else [])
+        out.append(k * d)
+        if len(out) < n and k * d != 180.0:
+            out.append(-k * d)
         k += 1
-    return out[:n]
+    return out
 
 
 def bake_views(num_azimuth=8, elevations=(0.0, -45.0, 45.0), top_bottom=True):

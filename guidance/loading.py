@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import torch
 
@@ -83,10 +82,10 @@ def resolve_folder(path: str, what: str, config_key: str) -> str:
     path = os.path.expanduser(str(path))
     if os.path.isdir(path):
         return path
-    how = (f"download it with `huggingface-cli download {path}` where the hub is reachable, "
-           f"or set {config_key}=/path/to/local/folder")
+    local = f"set {config_key}=/path/to/local/folder"
     if _looks_like_path(path):
-        raise ModelNotFoundError(f"{what}: no folder at {path}; {how.split(', or ')[-1]} in diffusers layout")
+        raise ModelNotFoundError(f"{what}: no folder at {path}; {local} in diffusers layout")
+    how = f"download it with `huggingface-cli download {path}` where the hub is reachable, or {local}"
     try:
         from huggingface_hub import list_repo_files, snapshot_download
 
@@ -114,14 +113,6 @@ def read_json(path: str, what: str) -> dict:
 def model_index(folder: str, what: str) -> dict:
     """The folder's ``model_index.json``: pipeline class and components (name -> [library, class])."""
     return read_json(os.path.join(folder, "model_index.json"), what)
-
-
-def component_class(index: dict, name: str):
-    """``[library, class]`` of a component in model_index.json, or None where absent / null."""
-    entry = index.get(name)
-    if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] is not None:
-        return tuple(entry)
-    return None
 
 
 def weight_files(folder: str, sub: str) -> list[str]:
@@ -152,13 +143,13 @@ def read_state_dict(files: list[str]) -> dict:
     return sd
 
 
-def first_mismatch(expected: dict, got: dict, ignore=()) -> str | None:
+def first_mismatch(expected: dict, got: dict) -> str | None:
     """The first problem between two {key: shape} maps, as words, or None where they match."""
     for k in expected:
         if k not in got:
             return f"missing key '{k}'"
     for k in got:
-        if k not in expected and not any(re.search(p, k) for p in ignore):
+        if k not in expected:
             return f"unexpected key '{k}'"
     for k, shape in expected.items():
         if tuple(got[k]) != tuple(shape):
@@ -166,7 +157,7 @@ def first_mismatch(expected: dict, got: dict, ignore=()) -> str | None:
     return None
 
 
-def load_library_component(cls, folder: str, sub: str, what: str, dtype=None):
+def load_library_component(cls, folder: str, sub: str, what: str):
     """A diffusers / transformers model from ``folder/sub``, every weight accounted for."""
     quiet_libraries()
     d = os.path.join(folder, sub)
@@ -176,10 +167,9 @@ def load_library_component(cls, folder: str, sub: str, what: str, dtype=None):
         raise ModelNotFoundError(f"{what}: component '{sub}' has no config.json in {folder}")
     if not weight_files(folder, sub):
         raise ModelNotFoundError(f"{what}: component '{sub}' has no weights (*.safetensors or *.bin) in {folder}")
-    kw = {"torch_dtype": dtype} if dtype is not None else {}
     try:
         model, info = cls.from_pretrained(folder, subfolder=sub, local_files_only=True, output_loading_info=True,
-                                          ignore_mismatched_sizes=True, **kw)
+                                          ignore_mismatched_sizes=True)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelLoadError(f"{what}: component '{sub}' ({cls.__name__}) did not load: "
@@ -193,6 +183,16 @@ def load_library_component(cls, folder: str, sub: str, what: str, dtype=None):
         raise ModelLoadError(f"{what}: component '{sub}' ({cls.__name__}) does not match its config.json: "
                              f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return model
+
+
+def load_processor(cls, folder: str, sub: str, config_name: str, what: str):
+    """A tokenizer or image processor from ``folder/sub`` (``config_name`` must be there), with a
+    one-line error where it does not load."""
+    read_json(os.path.join(folder, sub, config_name), what)
+    try:
+        return cls.from_pretrained(folder, subfolder=sub)
+    except Exception as e:
+        raise ModelLoadError(f"{what}: component '{sub}' ({cls.__name__}) did not load ({type(e).__name__})") from None
 
 
 def load_scheduler(cls, folder: str, what: str):

@@ -11,7 +11,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from guidance.diffusion import DiffusionGuidance, common_kwargs
-from guidance.loading import ModelLoadError, load_library_component, load_scheduler, model_index, resolve_folder
+from guidance.loading import (ModelLoadError, load_library_component, load_processor, load_scheduler, model_index,
+                              resolve_folder)
 
 DIRECTIONS = ("front", "side", "back")
 
@@ -48,10 +49,7 @@ class StableDiffusionGuidance(DiffusionGuidance):
             raise ModelLoadError(f"{what}: model_index.json lists no '{missing[0]}' (not a Stable Diffusion pipeline?)")
         self.load_vae_unet(folder, what, 4, "Stable Diffusion")
         self.text_encoder = load_library_component(CLIPTextModel, folder, "text_encoder", what)
-        try:
-            self.tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-        except Exception as e:
-            raise ModelLoadError(f"{what}: component 'tokenizer' did not load ({type(e).__name__})") from None
+        self.tokenizer = load_processor(CLIPTokenizer, folder, "tokenizer", "tokenizer_config.json", what)
         self.scheduler = load_scheduler(DDIMScheduler, folder, what)
 
     def models(self):

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from guidance.diffusion import DiffusionGuidance, common_kwargs
-from guidance.loading import (ModelLoadError, first_mismatch, load_library_component, load_scheduler, model_index,
-                              read_json, read_state_dict, resolve_folder, weight_files)
+from guidance.loading import (ModelLoadError, first_mismatch, load_library_component, load_processor, load_scheduler,
+                              model_index, read_json, read_state_dict, resolve_folder, weight_files)
 
 # subfolder -> (class named in its config.json, (in, out) sizes from that config, weight-name prefix)
 PROJECTION_LAYOUTS = {
@@ -121,8 +121,8 @@ class Zero123Guidance(DiffusionGuidance):
         if self.cc_projection.linear.in_features != self.image_encoder.config.projection_dim + 4:
             raise ModelLoadError(f"{what}: the camera projection takes {self.cc_projection.linear.in_features} inputs, "
                                  f"the image encoder gives {self.image_encoder.config.projection_dim} + 4 camera values")
-        read_json(os.path.join(folder, "feature_extractor", "preprocessor_config.json"), what)
-        self.feature_extractor = CLIPImageProcessor.from_pretrained(folder, subfolder="feature_extractor")
+        self.feature_extractor = load_processor(CLIPImageProcessor, folder, "feature_extractor",
+                                                "preprocessor_config.json", what)
         self.scheduler = load_scheduler(DDIMScheduler, folder, what)
 
     def models(self):
