@@ -7,13 +7,18 @@ All writes are atomic: files are written under a temporary name and renamed when
 """
 from __future__ import annotations
 
+import io
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from io_utils import atomic_write, load_image, save_image
+
+DEFAULT_MAX_TEXTURE = 4096  # longest side of an input texture or packed atlas (config: input_max_texture)
+NEUTRAL_GREY = 0.5  # the colour of a mesh that has no texture, material colour or vertex colours
 
 
 class MeshFormatError(ValueError):
@@ -26,6 +31,8 @@ class Mesh:
     f: torch.Tensor  # [F, 3] int64 triangle indices
     vt: torch.Tensor | None = None  # [V, 2] float32 UVs (origin bottom-left)
     albedo: torch.Tensor | None = None  # [H, W, 3] float32 texture, row 0 = top
+    vc: torch.Tensor | None = None  # [V, 3] float32 vertex colours in [0, 1], multiplying the texture (as glTF)
+    warnings: list = field(default_factory=list)  # what the loader had to guess (e.g. no colour: neutral grey)
 
     def __post_init__(self):
         self.v = torch.as_tensor(self.v, dtype=torch.float32)
@@ -34,6 +41,10 @@ class Mesh:
             self.vt = torch.as_tensor(self.vt, dtype=torch.float32)
         if self.albedo is not None:
             self.albedo = torch.as_tensor(self.albedo, dtype=torch.float32)
+        if self.vc is not None:
+            self.vc = torch.as_tensor(self.vc, dtype=torch.float32)
+            if self.vc.shape != self.v.shape:
+                raise MeshFormatError(f"vertex colours must be [V,3] like v, got {tuple(self.vc.shape)}")
         if self.v.dim() != 2 or self.v.shape[1] != 3 or self.f.dim() != 2 or self.f.shape[1] != 3:
             raise MeshFormatError(f"mesh needs v [V,3] and f [F,3], got {tuple(self.v.shape)} and {tuple(self.f.shape)}")
         if self.f.numel() and (self.f.min() < 0 or self.f.max() >= self.v.shape[0]):
@@ -45,7 +56,7 @@ class Mesh:
 
     def to(self, device) -> "Mesh":
         m = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Mesh(m(self.v), m(self.f), m(self.vt), m(self.albedo))
+        return Mesh(m(self.v), m(self.f), m(self.vt), m(self.albedo), m(self.vc), list(self.warnings))
 
     def face_normals(self, v=None) -> torch.Tensor:
         v = self.v if v is None else v
@@ -65,95 +76,17 @@ class Mesh:
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str, albedo_path: str | None = None) -> "Mesh":
-        """Load .obj (with its .mtl's map_Kd, or ``albedo_path``) or .glb/.gltf/.ply/.off/.stl."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"mesh file not found: {path}")
-        ext = os.path.splitext(path)[1].lower()
-        mesh = cls._load_obj(path) if ext == ".obj" else cls._load_trimesh(path)
+    def load(cls, path: str, albedo_path: str | None = None, max_texture: int = DEFAULT_MAX_TEXTURE) -> "Mesh":
+        """Read any mesh file trimesh reads (.obj + .mtl, .glb/.gltf, .ply, .off, .stl, ...) into one
+        single-index textured mesh (see ``read_mesh``); ``albedo_path`` replaces the texture."""
+        mesh = read_mesh(path, max_texture)
         if albedo_path is not None:
+            if mesh.vt is None:
+                raise MeshFormatError(f"{path}: albedo_path given but the mesh has no texture coordinates")
             mesh.albedo = torch.from_numpy(load_image(albedo_path)[..., :3].copy())
-        if mesh.f.shape[0] == 0:
-            raise MeshFormatError(f"{path}: mesh has no faces")
-        for name, t in (("vertex positions", mesh.v), ("texture coordinates", mesh.vt), ("texture", mesh.albedo)):
-            if t is not None and not torch.isfinite(t).all():
-                bad = int((~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).sum())
-                raise MeshFormatError(f"{path}: {bad} {name} row(s) hold NaN or inf values; fix or remove them")
+            mesh.vc = None
+        _check_finite(path, mesh)
         return mesh
-
-    @classmethod
-    def _load_obj(cls, path: str) -> "Mesh":
-        vs, vts, faces, mtllib = [], [], [], None
-        with open(path, "r", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                if not parts:
-                    continue
-                tag = parts[0]
-                try:
-                    if tag == "v":
-                        vs.append([float(x) for x in parts[1:4]])
-                    elif tag == "vt":
-                        vts.append([float(x) for x in parts[1:3]])
-                    elif tag == "f":
-                        corners = []
-                        for c in parts[1:]:
-                            idx = c.split("/")
-                            vi = int(idx[0])
-                            ti = int(idx[1]) if len(idx) > 1 and idx[1] else 0
-                            corners.append((vi - 1 if vi > 0 else len(vs) + vi,
-                                            (ti - 1 if ti > 0 else len(vts) + ti) if ti else -1))
-                        for k in range(1, len(corners) - 1):  # fan-triangulate polygons
-                            faces.append((corners[0], corners[k], corners[k + 1]))
-                    elif tag == "mtllib":
-                        mtllib = line.split(None, 1)[1].strip()
-                except (ValueError, IndexError):
-                    raise MeshFormatError(f"{path}: malformed OBJ line: {line.strip()[:60]}") from None
-        if not vs:
-            raise MeshFormatError(f"{path}: no vertices (not an OBJ mesh?)")
-        v = np.asarray(vs, np.float32)
-        if not faces:
-            raise MeshFormatError(f"{path}: mesh has no faces")
-        corners = np.asarray(faces, np.int64).reshape(-1, 2)  # (v index, vt index) per corner
-        if corners[:, 0].max() >= len(v) or corners[:, 0].min() < 0:
-            raise MeshFormatError(f"{path}: face refers to a vertex that does not exist")
-        has_uv = bool(vts) and (corners[:, 1] >= 0).all()
-        if has_uv:
-            if corners[:, 1].max() >= len(vts):
-                raise MeshFormatError(f"{path}: face refers to a texture coordinate that does not exist")
-            uniq, inv = np.unique(corners, axis=0, return_inverse=True)  # weld (v, vt) pairs
-            mesh = cls(v[uniq[:, 0]], inv.reshape(-1, 3), np.asarray(vts, np.float32)[uniq[:, 1]])
-        else:
-            mesh = cls(v, corners[:, 0].reshape(-1, 3))
-        if mtllib:
-            tex = _mtl_texture(os.path.join(os.path.dirname(path), mtllib))
-            if tex is not None:
-                mesh.albedo = torch.from_numpy(load_image(tex)[..., :3].copy())
-        return mesh
-
-    @classmethod
-    def _load_trimesh(cls, path: str) -> "Mesh":
-        import trimesh
-
-        try:
-            scene = trimesh.load(path, process=False, force="scene")
-        except Exception as e:
-            raise MeshFormatError(f"{path}: cannot read mesh ({e})") from None
-        geoms = [g for g in scene.dump()] if hasattr(scene, "dump") else [scene]
-        geoms = [g for g in geoms if isinstance(g, trimesh.Trimesh) and len(g.faces)]
-        if not geoms:
-            raise MeshFormatError(f"{path}: no triangle mesh inside")
-        g = geoms[0] if len(geoms) == 1 else trimesh.util.concatenate(geoms)
-        vt, albedo = None, None
-        vis = getattr(g, "visual", None)
-        if vis is not None and getattr(vis, "uv", None) is not None and len(vis.uv) == len(g.vertices):
-            vt = np.asarray(vis.uv, np.float32)
-            img = getattr(getattr(vis, "material", None), "baseColorTexture", None)
-            if img is None:
-                img = getattr(getattr(vis, "material", None), "image", None)
-            if img is not None:
-                albedo = np.asarray(img.convert("RGB"), np.float32) / 255.0
-        return cls(np.asarray(g.vertices, np.float32), np.asarray(g.faces, np.int64), vt, albedo)
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str):
@@ -176,6 +109,7 @@ class Mesh:
         """Write ``name.obj`` + ``name.mtl`` + ``name_albedo.png`` (texture first, .obj last)."""
         v, f, vt, tex = self._np()
         vn = self.vertex_normals().detach().cpu().numpy()
+        vc = None if self.vc is None else self.vc.detach().cpu().numpy()
         base = os.path.splitext(path)[0]
         name = os.path.basename(base)
         lines = []
@@ -185,7 +119,10 @@ class Mesh:
                    f"map_Kd {name}_albedo.png\n")
             atomic_write(base + ".mtl", lambda tmp: open(tmp, "w").write(mtl))
             lines += [f"mtllib {name}.mtl", "usemtl material_0"]
-        lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in v]
+        if vc is None:
+            lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in v]
+        else:  # vertex colours after the position (the common extension MeshLab and Blender read)
+            lines += [f"v {a:.6f} {b:.6f} {c:.6f} {r:.4f} {g:.4f} {bb:.4f}" for (a, b, c), (r, g, bb) in zip(v, vc)]
         if vt is not None:
             lines += [f"vt {a:.6f} {b:.6f}" for a, b in vt]
         lines += [f"vn {a:.6f} {b:.6f} {c:.6f}" for a, b, c in vn]
@@ -208,6 +145,9 @@ class Mesh:
             material = trimesh.visual.material.PBRMaterial(baseColorTexture=img, metallicFactor=0.0,
                                                            roughnessFactor=1.0, doubleSided=False)
             visual = trimesh.visual.TextureVisuals(uv=vt, material=material)
+        elif self.vc is not None:
+            rgba = np.concatenate([self.vc.detach().cpu().numpy(), np.ones((len(v), 1), np.float32)], 1)
+            visual = trimesh.visual.ColorVisuals(vertex_colors=(np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8))
         return trimesh.Trimesh(vertices=v, faces=f, vertex_normals=self.vertex_normals().detach().cpu().numpy(),
                                visual=visual, process=False)
 
@@ -217,13 +157,302 @@ class Mesh:
         atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
 
 
-def _mtl_texture(mtl_path: str):
-    if not os.path.isfile(mtl_path):
-        return None
-    with open(mtl_path, errors="replace") as fh:
-        for line in fh:
-            parts = line.split()
-            if parts and parts[0] == "map_Kd" and len(parts) > 1:
-                tex = os.path.join(os.path.dirname(mtl_path), parts[-1])
-                return tex if os.path.isfile(tex) else None
-    return None
+
+
+# ------------------------------------------------------------- reading what other tools write
+
+# Texture options of an MTL map statement (Wavefront MTL specification, "Options for texture map
+# statements") and how many arguments each takes; -o, -s and -t take one to three numbers.
+_MTL_OPTIONS = {"-blendu": 1, "-blendv": 1, "-bm": 1, "-boost": 1, "-cc": 1, "-clamp": 1, "-imfchan": 1,
+                "-mm": 2, "-texres": 1, "-type": 1, "-o": 3, "-s": 3, "-t": 3}
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(?=\s|$)")
+
+
+def split_texture_reference(text: str) -> tuple[str, dict]:
+    """Split an MTL texture statement's argument into the file name and its options:
+    ``-s 2 2 1 -o 0.5 0 fuze uv.jpg`` -> ("fuze uv.jpg", {"-s": [2, 2, 1], "-o": [0.5, 0]}).
+    The name is the rest of the statement, spaces included (MeshLab writes such names)."""
+    rest, opts = text.strip(), {}
+    while True:
+        m = re.match(r"(-[A-Za-z]+)\s+", rest)
+        if not m or m.group(1).lower() not in _MTL_OPTIONS:
+            break
+        name, rest = m.group(1).lower(), rest[m.end():]
+        if name in ("-o", "-s", "-t"):  # one to three numbers
+            values = []
+            while len(values) < 3 and (n := _NUMBER.match(rest)):
+                values.append(float(n.group(0)))
+                rest = rest[n.end():].lstrip()
+            opts[name] = values
+        else:
+            parts = rest.split(None, _MTL_OPTIONS[name])
+            opts[name], rest = parts[:-1], (parts[-1] if len(parts) > _MTL_OPTIONS[name] else "")
+    return rest.strip().strip('"'), opts
+
+
+def _resolver_class():
+    from trimesh.resolvers import FilePathResolver
+
+    class Resolver(FilePathResolver):
+        """Finds the files a mesh refers to (material libraries, textures, glTF buffers) as
+        exporters write them: MTL options before the name, spaces in it, backslashes, absolute
+        paths from another machine (then the file beside the mesh), other letter case, %-escapes."""
+
+        def __init__(self, path):
+            super().__init__(path)
+            self.folder = os.path.dirname(os.path.abspath(path))
+            self.missing = []  # references that no file answers
+            self.served = {}  # reference as written -> (file, options)
+
+        def find(self, ref: str):
+            from urllib.parse import unquote
+
+            ref = ref.replace("\\", "/")
+            names = [ref, unquote(ref)]
+            cands = [n if os.path.isabs(n) else os.path.join(self.folder, n) for n in names]
+            cands += [os.path.join(self.folder, os.path.basename(n)) for n in names]
+            for c in cands:
+                if os.path.isfile(c):
+                    return c
+            lower = {n.lower(): n for n in os.listdir(self.folder)}
+            for n in names:
+                hit = lower.get(os.path.basename(n).lower())
+                if hit:
+                    return os.path.join(self.folder, hit)
+            return None
+
+        def get(self, name):
+            ref, opts = split_texture_reference(name)
+            found = self.find(ref) if ref else None
+            if found is None:
+                self.missing.append(ref or name)
+                raise FileNotFoundError(ref or name)
+            self.served[name] = (found, opts)
+            with open(found, "rb") as fh:
+                return fh.read()
+
+    return Resolver
+
+
+_NONFINITE = re.compile(rb"^[ \t]*(v|vt|vn)[ \t][^\n]*?(?<![\w.])[-+]?(nan|inf|infinity)(?![\w.])", re.I | re.M)
+
+
+def _check_obj_numbers(path: str, data: bytes) -> int:
+    """OBJ readers turn a NaN colour into an arbitrary byte silently: refuse non-finite numbers.
+    Returns the number of line elements (``l``), which readers drop, for the error on no faces."""
+    m = _NONFINITE.search(data)
+    if m is None:
+        return len(re.findall(rb"^[ \t]*l[ \t]", data, re.M))
+    line_no = data.count(b"\n", 0, m.start()) + 1
+    line = data[m.start():data.find(b"\n", m.start()) if b"\n" in data[m.start():] else len(data)]
+    tokens = line.split()
+    tag = tokens[0].decode()
+    bad = next(i for i, t in enumerate(tokens[1:], 1) if not np.isfinite(float(t)))
+    what = {"vt": "texture coordinate", "vn": "normal"}.get(tag, "vertex position" if bad <= 3 else "vertex colour")
+    raise MeshFormatError(f"{path}: line {line_no}: {what} is NaN or inf ({line.decode(errors='replace').strip()[:60]}); "
+                          f"fix or remove it")
+
+
+def _srgb_to_linear(c):
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(c):
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(np.clip(c, 0, None), 1 / 2.4) - 0.055)
+
+
+def _image_array(img, max_side: int | None = None) -> np.ndarray:
+    """A PIL image -> [H, W, 3] float32 in [0, 1] (alpha dropped), longest side at most ``max_side``."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    if max_side and max(img.size) > max_side:
+        s = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.LANCZOS)
+    return np.asarray(img, np.float32) / 255.0
+
+
+def _repeat_to_unit(uv: np.ndarray, image: np.ndarray, max_side: int):
+    """UVs beyond [0, 1] repeat the texture (OBJ and glTF's default): tile the image over the
+    UVs' integer range and map them into [0, 1], which is exact for every face, unlike wrapping
+    each vertex. The tiled image keeps its longest side within ``max_side``."""
+    eps = 1e-4
+    lo = np.floor(uv.min(0) + eps)
+    reps = np.maximum(np.ceil(uv.max(0) - eps) - lo, 1).astype(int)  # tiles along u, v
+    if (lo == 0).all() and (reps == 1).all():
+        return uv, image
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / (w * reps[0]), max_side / (h * reps[1]))
+    if scale < 1:
+        import cv2
+
+        image = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+    return (uv - lo) / reps, np.tile(image, (reps[1], reps[0], 1))
+
+
+def _is_trimesh_default(material) -> bool:
+    """trimesh gives UVs without a material its own grey placeholder: that is no colour of the file's."""
+    from trimesh.visual.material import empty_material
+
+    return hash(material) == hash(empty_material())
+
+
+def _part(g, resolver, path: str, max_texture: int) -> dict:
+    """One trimesh geometry -> positions, faces, and its colour: a texture (uv + image), vertex
+    colours (material colour, vertex or face colours), or nothing (vc None and image None)."""
+    import trimesh
+
+    v = np.asarray(g.vertices, np.float32)
+    f = np.asarray(g.faces, np.int64)
+    p = {"v": v, "f": f, "uv": None, "image": None, "vc": None, "kind": "none"}
+    vis = g.visual
+    if isinstance(vis, trimesh.visual.TextureVisuals):
+        mat = vis.material
+        uv = None if vis.uv is None or len(vis.uv) != len(v) else np.asarray(vis.uv, np.float64)
+        if mat is None or _is_trimesh_default(mat):
+            return p
+        if isinstance(mat, trimesh.visual.material.PBRMaterial):
+            img, factor = mat.baseColorTexture, mat.baseColorFactor
+            factor = None if factor is None else np.asarray(factor, np.float64)[:3] / (255.0 if np.asarray(
+                factor).dtype == np.uint8 else 1.0)
+            colour = None if factor is None else _linear_to_srgb(factor)  # glTF factors are linear
+        else:
+            img, factor = mat.image, None
+            colour = None if mat.diffuse is None else np.asarray(mat.diffuse, np.float64)[:3] / 255.0
+        if img is not None and uv is not None:
+            ref = getattr(img, "info", {}).get("file_path")
+            opts = resolver.served.get(ref, (None, {}))[1] if ref else {}
+            if "-s" in opts or "-o" in opts:  # texture scale and offset, as Blender's OBJ importer applies them
+                s = (opts.get("-s", []) + [1.0, 1.0])[:2]
+                o = (opts.get("-o", []) + [0.0, 0.0])[:2]
+                uv = uv * np.asarray(s) + np.asarray(o)
+            image = _image_array(img)
+            if factor is not None and not np.allclose(factor, 1):  # glTF: texel (linear) x factor
+                image = _linear_to_srgb(_srgb_to_linear(image) * factor).astype(np.float32)
+            p["uv"], p["image"] = _repeat_to_unit(uv, image, max_texture)
+            p["kind"] = "texture"
+        elif colour is not None:
+            p["vc"], p["kind"] = np.tile(colour.astype(np.float32), (len(v), 1)), "material colour"
+    elif isinstance(vis, trimesh.visual.ColorVisuals):
+        if vis.kind == "vertex":
+            p["vc"], p["kind"] = np.asarray(vis.vertex_colors, np.float32)[:, :3] / 255.0, "vertex colours"
+        elif vis.kind == "face":  # one colour per face: give each face its own corners
+            fc = np.asarray(vis.face_colors, np.float32)[:, :3] / 255.0
+            p["v"], p["f"] = v[f].reshape(-1, 3), np.arange(3 * len(f)).reshape(-1, 3)
+            p["vc"], p["kind"] = np.repeat(fc, 3, axis=0), "face colours"
+    return p
+
+
+def _describe_empty(geoms, obj_lines: int = 0) -> str:
+    import trimesh
+    from trimesh.path.path import Path
+
+    points = sum(len(g.vertices) for g in geoms if isinstance(g, (trimesh.PointCloud, Path)))
+    lines = sum(len(g.entities) for g in geoms if isinstance(g, Path)) or obj_lines
+    held = [f"{points} points" if points else "", f"{lines} lines" if lines else ""]
+    held = " and ".join(h for h in held if h)
+    return f"only {held}" if held else "nothing"
+
+
+def read_mesh(path: str, max_texture: int = DEFAULT_MAX_TEXTURE) -> Mesh:
+    """Read a mesh file with trimesh into one single-index ``Mesh``.
+
+    Every part of the file is kept (objects, glTF nodes with their transforms, one part per
+    material). Colour, in glTF's model (texture x vertex colour): one textured part keeps its
+    texture; several are packed into one atlas (untextured parts point at a white tile and carry
+    their colour as vertex colours); without any texture, material colours (Kd, baseColorFactor),
+    vertex or face colours become vertex colours. A part with no colour at all is neutral grey,
+    said in ``mesh.warnings``. Textures whose UVs repeat are tiled; every texture or atlas keeps
+    its longest side within ``max_texture``. Anything unreadable is one ``MeshFormatError`` line
+    naming the file.
+    """
+    import logging
+
+    import trimesh
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"mesh file not found: {path}")
+    name = os.path.basename(path)
+    source, kind, obj_lines = path, None, 0
+    if os.path.splitext(path)[1].lower() == ".obj":
+        with open(path, "rb") as fh:
+            data = fh.read()
+        obj_lines = _check_obj_numbers(path, data)
+        if b"\t" in data:  # the OBJ grammar separates by any white space; trimesh's reader by spaces only
+            source, kind = io.BytesIO(data.replace(b"\t", b" ")), "obj"
+    resolver = _resolver_class()(path)
+    log = logging.getLogger("trimesh")
+    level = log.level
+    log.setLevel(logging.ERROR)  # we say what matters ourselves, in one line
+    try:
+        scene = trimesh.load(source, file_type=kind, process=False, force="scene", resolver=resolver)
+        geoms = scene.dump()
+    except IndexError as e:  # what the readers raise for an index past the end
+        raise MeshFormatError(f"{path}: a face refers to a vertex or texture coordinate that does not exist "
+                              f"({str(e)[:80]})") from None
+    except Exception as e:
+        raise MeshFormatError(f"{path}: cannot read mesh ({type(e).__name__}: {str(e)[:120]})") from None
+    finally:
+        log.setLevel(level)
+    missing_textures = [m for m in resolver.missing if not m.lower().endswith(".mtl")]
+    if missing_textures:
+        raise MeshFormatError(f"{path}: texture '{missing_textures[0]}' not found (looked beside the mesh, in "
+                              f"{resolver.folder}); copy it there or remove the map statement")
+    images = [getattr(getattr(g, "visual", None), "material", None) for g in geoms]
+    used = {getattr(getattr(m, "image", None), "info", {}).get("file_path") for m in images}
+    undecoded = [ref for ref, (file, _) in resolver.served.items()
+                 if not file.lower().endswith(".mtl") and ref not in used and path.lower().endswith(".obj")]
+    if undecoded:
+        raise MeshFormatError(f"{path}: texture '{resolver.served[undecoded[0]][0]}' is not a readable image")
+    meshes = [g for g in geoms if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    if not meshes:
+        raise MeshFormatError(f"{path}: no faces to render: the file holds {_describe_empty(geoms, obj_lines)}; "
+                              f"reconstruction needs a surface (triangles or polygons)")
+    parts = [_part(g, resolver, path, max_texture) for g in meshes]
+    warnings = []
+    grey = [p for p in parts if p["kind"] == "none"]
+    if grey:
+        where = "" if len(grey) == len(parts) else f" in {len(grey)} of its {len(parts)} parts"
+        lib = [m for m in resolver.missing if m.lower().endswith(".mtl")]
+        why = f" (its material library '{lib[0]}' is missing)" if lib else ""
+        warnings.append(f"{name}: no texture, material colour or vertex colours{where}{why}; "
+                        f"rendered in neutral grey ({NEUTRAL_GREY})")
+        for p in grey:
+            p["vc"] = np.full((len(p["v"]), 3), NEUTRAL_GREY, np.float32)
+    offsets = np.cumsum([0] + [len(p["v"]) for p in parts])[:-1]
+    v = np.concatenate([p["v"] for p in parts])
+    f = np.concatenate([p["f"] + o for p, o in zip(parts, offsets)])
+    textured = [p for p in parts if p["image"] is not None]
+    vt = albedo = None
+    if len(textured) == 1 and len(parts) == 1:
+        vt, albedo = parts[0]["uv"], parts[0]["image"]
+    elif textured:  # one atlas for every part; untextured parts sample a white tile
+        from PIL import Image
+        from trimesh.visual.material import SimpleMaterial, pack
+
+        white = np.ones((4, 4, 3), np.float32)
+        mats = [SimpleMaterial(image=Image.fromarray((255 * (white if p["image"] is None else p["image"]) + 0.5)
+                                                     .astype(np.uint8))) for p in parts]
+        uvs = [p["uv"] if p["image"] is not None else np.full((len(p["v"]), 2), 0.5) for p in parts]
+        mat, vt = pack(mats, uvs, max_tex_size_fused=max_texture)
+        albedo = _image_array(mat.image)
+    if albedo is not None and max(albedo.shape[:2]) > max_texture:
+        from PIL import Image
+
+        albedo = _image_array(Image.fromarray((albedo * 255 + 0.5).astype(np.uint8)), max_texture)
+    has_vc = any(p["vc"] is not None for p in parts)
+    vc = np.concatenate([np.ones((len(p["v"]), 3), np.float32) if p["vc"] is None else p["vc"] for p in parts]) \
+        if has_vc else None
+    if albedo is None:
+        vt = None
+    mesh = Mesh(v, f, None if vt is None else np.asarray(vt, np.float32), albedo, vc, warnings)
+    mesh.sources = sorted({p["kind"] for p in parts})
+    return mesh
+
+
+def _check_finite(path: str, mesh: Mesh):
+    for what, t in (("vertex positions", mesh.v), ("texture coordinates", mesh.vt), ("texture", mesh.albedo),
+                    ("vertex colours", mesh.vc)):
+        if t is not None and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).sum())
+            raise MeshFormatError(f"{path}: {bad} {what} row(s) hold NaN or inf values; fix or remove them")

@@ -176,7 +176,8 @@ def render_mesh(mesh, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", v_offset
     """Render ``mesh`` (mesh.Mesh) from ``camera`` (cameras.Camera).
 
     ``albedo`` overrides the mesh texture (e.g. a trainable tensor); ``v_offsets`` [V,3] is
-    added to the vertices; ``shading``: "albedo" (texture or white), "normal" (normal map).
+    added to the vertices; ``shading``: "albedo" (texture x vertex colours, or white), "normal"
+    (normal map).
     """
     name = resolve_backend(backend, mesh.device)
     v = mesh.v if v_offsets is None else mesh.v + v_offsets
@@ -194,10 +195,10 @@ def render_mesh(mesh, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", v_offset
     tex = albedo if albedo is not None else mesh.albedo
     if shading == "normal":
         color = normal * 0.5 + 0.5
-    elif tex is not None and uv is not None:
-        color = sample_texture(tex, uv)
-    else:
-        color = torch.ones_like(normal)
+    else:  # glTF's model: texture x vertex colour, either one alone, or white
+        color = sample_texture(tex, uv) if tex is not None and uv is not None else torch.ones_like(normal)
+        if mesh.vc is not None:
+            color = color * interpolate(mesh.vc, mesh.f, face_id, bary)
     bg = torch.as_tensor(bg_color, dtype=v.dtype, device=v.device)
     image = torch.where(mask[..., None], color, bg)
     return {"image": image.permute(2, 0, 1), "alpha": alpha, "depth": depth[None], "normal": normal.permute(2, 0, 1),
@@ -210,7 +211,7 @@ def turntable(mesh, frames=60, size=512, elevation=-15.0, fovy=49.1, margin=1.2,
     center = (lo + hi) / 2
     radius = float((hi - lo).norm()) / 2
     dist = margin * radius / math.sin(math.radians(fovy) / 2)
-    m = type(mesh)(mesh.v - center, mesh.f, mesh.vt, mesh.albedo)
+    m = type(mesh)(mesh.v - center, mesh.f, mesh.vt, mesh.albedo, mesh.vc)
     out = []
     with torch.no_grad():
         for i in range(frames):

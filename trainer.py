@@ -116,7 +116,7 @@ def check_output(cfg):
 
 def check_common(cfg):
     counts = ("iters", "batch_size", "ref_size", "num_pts", "texture_size", "bake_resolution", "mc_resolution",
-              "mc_num_blocks", "refine_resolution", "refine_inference_steps", "recon_num_views")
+              "mc_num_blocks", "refine_resolution", "refine_inference_steps", "recon_num_views", "input_max_texture")
     for key in counts + ("radius", "init_radius"):
         if key in cfg and cfg[key] is not None and (cfg[key] < 1 if key in counts else cfg[key] <= 0):
             raise ValueError(f"{key} must be positive, got {cfg[key]}")
@@ -147,6 +147,7 @@ class Context:
         self.rng = np.random.default_rng(cfg.seed)
         self.ref = None  # (camera, rgb [3,S,S], mask [1,S,S]) of the input view (image mode)
         self.views = None
+        self.warnings = []  # what reading the input had to guess: logged, and kept in run.json
         if cfg.mode == "image":
             from inputs import load_input_image
 
@@ -157,6 +158,9 @@ class Context:
             from views import load_views
 
             self.views = load_views(cfg.input, cfg, self.device)
+            self.warnings = list(self.views.warnings)
+        for w in self.warnings:
+            log(f"warning: {w}")
         self._guidance = None
 
     @property
@@ -317,7 +321,8 @@ class Stage1:
         self.model.check()
         self.save_ply()
         record = {"seed": self.cfg.seed, "steps": self.step, "gaussians": len(self.model), "final_pruned": pruned,
-                  "outputs": {"ply": self.paths["ply"]}, "timings": timings, "interrupted": interrupted}
+                  "outputs": {"ply": self.paths["ply"]}, "timings": timings, "interrupted": interrupted,
+                  "warnings": self.ctx.warnings}
         if not interrupted:
             t1 = time.perf_counter()
             _, mesh_times, mesh_stats = self.export_mesh()
@@ -432,6 +437,7 @@ class Stage2:
         out = self.export()
         record = {"seed": self.cfg.seed, "steps": self.step, "faces": int(out.f.shape[0]),
                   "vertices": int(out.v.shape[0]), "outputs": {"mesh": self.paths["fine"]}, "interrupted": interrupted,
+                  "warnings": self.ctx.warnings,
                   "timings": {"train": round(t_train, 3), "total": round(time.perf_counter() - t0, 3)}}
         update_run_json(self.paths["run"], "stage2", self.cfg, record)
         if interrupted:

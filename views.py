@@ -29,6 +29,7 @@ class PosedViews:
     masks: torch.Tensor  # [N,1,H,W] in [0,1]
     center: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))  # source = norm / scale + center
     scale: float = 1.0
+    warnings: list = field(default_factory=list)  # what reading the source had to guess (e.g. no colour)
 
     def __len__(self):
         return len(self.cameras)
@@ -69,12 +70,12 @@ def normalise_mesh(mesh, extent: float = 1.0):
 
 
 def from_mesh(path: str, num_views: int, resolution: int, radius: float, fovy: float, extent: float = 1.0,
-              min_elev=-45.0, max_elev=60.0, backend="auto", device="cpu") -> PosedViews:
-    """Render a (textured) mesh from ``num_views`` orbit cameras."""
+              min_elev=-45.0, max_elev=60.0, backend="auto", device="cpu", max_texture=4096) -> PosedViews:
+    """Render a (textured or coloured) mesh from ``num_views`` orbit cameras."""
     from mesh import Mesh
     from mesh_renderer import render_mesh
 
-    mesh = Mesh.load(path).to(device)
+    mesh = Mesh.load(path, max_texture=max_texture).to(device)
     center, scale = normalise_mesh(mesh, extent)
     cams = orbit_cameras(num_views, resolution, radius, fovy, min_elev, max_elev)
     rgbs, masks = [], []
@@ -83,7 +84,7 @@ def from_mesh(path: str, num_views: int, resolution: int, radius: float, fovy: f
             o = render_mesh(mesh, c, bg_color=(0, 0, 0), backend=backend)
             rgbs.append(o["image"].cpu())
             masks.append(o["alpha"].cpu())
-    return PosedViews(cams, torch.stack(rgbs), torch.stack(masks), center.astype(np.float32), scale)
+    return PosedViews(cams, torch.stack(rgbs), torch.stack(masks), center.astype(np.float32), scale, mesh.warnings)
 
 
 def from_gaussians(path: str, num_views: int, resolution: int, radius: float, fovy: float, extent: float = 1.0,
@@ -194,8 +195,23 @@ def load_views(source: str, cfg, device="cpu") -> PosedViews:
         return from_transforms(source, **kw)
     orbit = dict(num_views=cfg.recon_num_views, fovy=cfg.fovy, extent=cfg.recon_extent,
                  min_elev=cfg.recon_min_elevation, max_elev=cfg.recon_max_elevation, device=device)
-    if ext == ".ply":
+    if ext == ".ply" and is_gaussian_ply(source):
         return from_gaussians(source, backend=cfg.rasterizer, **kw, **orbit)
-    if ext in (".obj", ".glb", ".gltf", ".off", ".stl"):
-        return from_mesh(source, backend=cfg.mesh_renderer, **kw, **orbit)
-    raise ViewsError(f"unsupported recon input '{source}': use a transforms.json folder, a mesh or a .ply")
+    if ext in MESH_EXTENSIONS:
+        return from_mesh(source, backend=cfg.mesh_renderer, max_texture=cfg.input_max_texture, **kw, **orbit)
+    raise ViewsError(f"unsupported recon input '{source}': use a transforms.json folder, a mesh "
+                     f"({' '.join(MESH_EXTENSIONS)}) or a 3DGS .ply")
+
+
+MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl", ".dae", ".3mf")  # read through trimesh
+
+
+def is_gaussian_ply(path: str) -> bool:
+    """A 3DGS .ply (vertices with opacity and scales, no faces) rather than a mesh .ply."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    end = head.find(b"end_header")
+    header = head[:end if end >= 0 else len(head)].decode("ascii", errors="replace").split("\n")
+    props = {ln.split()[-1] for ln in header if ln.startswith("property")}
+    faces = any(ln.startswith("element face") and ln.split()[-1] != "0" for ln in header)
+    return not faces and {"opacity", "scale_0"} <= props

@@ -82,7 +82,7 @@ def image_metrics(pred_imgs, pred_masks, gt_imgs, gt_masks):
 def evaluate(pred_path: str, gt_path: str, num_views: int = 16, resolution: int = 256, radius: float = 2.0,
              fovy: float = 49.1, grid: str | None = None, samples: int = 50000) -> dict:
     pred = Mesh.load(pred_path)
-    result = {"pred": pred_path, "gt": gt_path}
+    result = {"pred": pred_path, "gt": gt_path, "warnings": list(pred.warnings)}
     white = (1.0, 1.0, 1.0)
     if os.path.isdir(gt_path) or gt_path.endswith(".json"):
         views = from_transforms(gt_path, resolution, radius)
@@ -92,6 +92,7 @@ def evaluate(pred_path: str, gt_path: str, num_views: int = 16, resolution: int 
         gt_masks = list(views.masks)
     else:
         gt = Mesh.load(gt_path)
+        result["warnings"] += gt.warnings
         result.update(chamfer_fscore(pred, gt, samples))
         center, scale = normalise_mesh(gt)  # the frame recon mode works in (recon_extent 1)
         pred.v = (pred.v - torch.from_numpy(center)) * scale
@@ -127,7 +128,15 @@ def main():
         if not os.path.exists(p):
             print(f"error: not found: {p}", file=sys.stderr)
             return 2
-    r = evaluate(args.pred, args.gt, args.views, args.resolution, args.radius, args.fovy, args.grid)
+    from cli import user_errors
+
+    try:
+        r = evaluate(args.pred, args.gt, args.views, args.resolution, args.radius, args.fovy, args.grid)
+    except user_errors() as e:  # an unreadable mesh or views: one line, no traceback
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    for w in r["warnings"]:  # e.g. an uncoloured ground truth: its colour metrics compare against grey
+        print(f"warning: {w}", file=sys.stderr)
     print(json.dumps(r))
     print("\n| metric | value |\n|---|---|")
     for k in ("chamfer_l1", "fscore", "psnr", "ssim", "mask_iou"):

@@ -28,7 +28,15 @@ def main(argv=None):
     if not os.path.isfile(args.mesh):
         print(f"error: mesh not found: {args.mesh}", file=sys.stderr)
         return 2
-    mesh = Mesh.load(args.mesh)
+    from cli import user_errors
+
+    try:
+        mesh = Mesh.load(args.mesh)
+    except user_errors() as e:  # an unreadable mesh: one line, no traceback
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    for w in mesh.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     frames = turntable(mesh, args.frames, args.size, args.elevation)
     out = args.out or os.path.splitext(args.mesh)[0] + "_turntable.gif"
     import imageio.v2 as imageio

@@ -248,7 +248,7 @@ def test_glb_passes_khronos_validator(tmp_path):
 def test_bad_mesh_files(tmp_path):
     p = tmp_path / "x.obj"
     p.write_text("hello\n")
-    with pytest.raises(MeshFormatError, match="no vertices"):
+    with pytest.raises(MeshFormatError, match="no faces"):
         Mesh.load(str(p))
     p.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
     with pytest.raises(MeshFormatError, match="does not exist"):
