@@ -1,99 +1,453 @@
-"""Run both stages over a folder of *_rgba.png images, one process per image.
+"""Both stages for many inputs: on this machine, or on a Ray cluster.
 
-    python scripts/batch.py --dir data --config configs/image.yaml --outdir logs [--gpus 0,1] [key=value ...]
+    python scripts/batch.py --inputs data --config configs/image.yaml --outdir logs [key=value ...]
+    python scripts/batch.py --inputs prompts.txt --config configs/text.yaml --backend ray --gpus-per-job 0.5
+    python scripts/batch.py --inputs 'meshes/*.glb' --config configs/recon.yaml --backend ray --address auto
 
-Jobs are spread over the listed GPUs (CUDA_VISIBLE_DEVICES, one job per GPU at a time; without
---gpus they run one after another on the default device). An image whose final mesh already
-exists is skipped, so a rerun resumes; a failing image is logged (<outdir>/<name>.log) and the
-others go on. A summary table closes the run.
+Inputs (``--inputs``, or ``--dir``): a folder (image mode: its ``*_rgba.png``; recon mode: its
+meshes and ``transforms.json`` folders), a quoted glob, or a manifest (``.txt`` / ``.csv``): one
+input per line (an image or mesh path, relative to the manifest, or a text prompt), then optional
+per-line overrides such as ``elevation=-10`` or ``save_path=name``; ``#`` starts a comment; quote a
+path with spaces. Every config and override is checked before the first job starts.
+
+Each job runs ``main.py`` then ``main2.py`` in ``<outdir>/.partial/<name>/`` and, when both
+succeed, moves its files into ``outdir`` (run.json last): an input whose ``<name>_run.json``
+records a finished stage 2 is done, and a rerun skips it; a crash or a kill leaves nothing that
+looks done. Backends:
+- ``local`` (default; no extra package): ``--jobs`` at a time, or one per GPU of ``--gpus 0,1``.
+- ``ray`` (``pip install -r requirements-ray.txt``): one Ray task per input asking for
+  ``--cpus-per-job`` / ``--gpus-per-job`` (fractions share a GPU); ``--address auto`` or
+  ``ray://host:port`` joins a running cluster (``ray start --head`` on one machine, ``ray start
+  --address HEAD:6379`` on the others), without it a local instance starts. The repository and
+  ``outdir`` must be at the same path on every node (a shared filesystem).
+Both retry a failing job ``--retries`` times (Ray: its own task retries, which also cover a
+crashed worker) and stop a job after ``--timeout`` seconds (recorded as ``timeout``, not retried).
+A live line reports progress; a table and ``<outdir>/batch_summary.json`` close the run.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
+import json
 import os
-import queue
+import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MESH_EXT = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
+STAGES = ("main.py", "main2.py")
 
 
-def name_of(image):
-    return os.path.basename(image).replace("_rgba.png", "")
+class BatchError(ValueError):
+    """Bad batch input: one line, before any job runs."""
 
 
-def final_mesh(outdir, name, fmt):
-    return os.path.join(outdir, f"{name}.{fmt}")
+class JobFailed(RuntimeError):
+    """A stage exited with an error (retried)."""
 
 
-def run_one(image, args, overrides, gpu):
-    name = name_of(image)
-    log_path = os.path.join(args.outdir, f"{name}.log")
-    env = dict(os.environ)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    common = ["--config", args.config, f"input={image}", f"save_path={name}", f"outdir={args.outdir}", "--quiet",
-              *overrides]
-    t0 = time.time()
-    with open(log_path, "w") as log:
-        for script in ("main.py", "main2.py"):
-            r = subprocess.run([sys.executable, os.path.join(ROOT, script), *common], stdout=log,
-                               stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            if r.returncode != 0:
-                return name, f"failed in {script}", time.time() - t0, log_path
-    return name, "ok", time.time() - t0, log_path
+class JobTimeout(RuntimeError):
+    """A job ran past --timeout and was stopped (not retried)."""
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", required=True, help="folder of *_rgba.png images")
-    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "image.yaml"))
-    ap.add_argument("--outdir", default="logs")
-    ap.add_argument("--gpus", default=None, help="comma-separated GPU ids, e.g. 0,1")
-    ap.add_argument("--mesh_format", default="obj", help="format of the final mesh (obj or glb)")
-    ap.add_argument("overrides", nargs="*", help="key=value passed to both stages")
-    args = ap.parse_intermixed_args(argv)
-    # jobs run from the repository root: make the caller's relative paths absolute first
-    args.dir, args.outdir, args.config = (os.path.abspath(p) for p in (args.dir, args.outdir, args.config))
-    images = sorted(glob.glob(os.path.join(args.dir, "*_rgba.png")))
-    if not images:
-        print(f"error: no *_rgba.png images in {args.dir}", file=sys.stderr)
-        return 2
-    os.makedirs(args.outdir, exist_ok=True)
-    overrides = list(args.overrides) + [f"mesh_format={args.mesh_format}"]
-    results, todo = [], queue.Queue()
-    for img in images:
-        name = name_of(img)
-        if os.path.isfile(final_mesh(args.outdir, name, args.mesh_format)):
-            results.append((name, "skipped (done)", 0.0, ""))
+# ------------------------------------------------------------------ inputs
+def name_of(path: str) -> str:
+    base = os.path.basename(os.path.normpath(path))
+    if base == "transforms.json":
+        base = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    base = base[:-len("_rgba.png")] if base.endswith("_rgba.png") else os.path.splitext(base)[0]
+    return base
+
+
+def slug(prompt: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:60] or "prompt"
+
+
+def folder_inputs(folder: str, mode: str) -> list:
+    if mode == "image":
+        return sorted(glob.glob(os.path.join(folder, "*_rgba.png")))
+    if mode == "recon":
+        files = [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+        return [f for f in files if (os.path.isfile(f) and f.lower().endswith(MESH_EXT))
+                or os.path.isfile(os.path.join(f, "transforms.json"))]
+    raise BatchError("text mode takes a prompts file (one prompt per line), not a folder")
+
+
+def manifest_lines(path: str) -> list:
+    """(input, overrides) per line of a .txt (shell-like words) or .csv manifest."""
+    rows = []
+    with open(path, newline="") as fh:
+        if path.lower().endswith(".csv"):
+            for i, row in enumerate(csv.reader(fh)):
+                cells = [c.strip() for c in row if c.strip()]
+                if not cells or cells[0].startswith("#") or (i == 0 and cells[0].lower() == "input"):
+                    continue
+                rows.append((cells[0], cells[1:]))
         else:
-            todo.put(img)
-    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
-    lock = threading.Lock()
+            for n, line in enumerate(fh, 1):
+                try:
+                    words = shlex.split(line, comments=True)
+                except ValueError as e:
+                    raise BatchError(f"{path}: line {n}: {e}") from None
+                if not words:
+                    continue
+                # key=value words are overrides; the others form the input (an unquoted prompt)
+                over = [w for w in words if re.match(r"^[A-Za-z_][\w.]*=", w)]
+                rest = [w for w in words if w not in over]
+                if not rest:
+                    raise BatchError(f"{path}: line {n} has overrides but no input")
+                rows.append((" ".join(rest), over))
+    return rows
+
+
+def discover(spec: str, mode: str) -> list:
+    """Jobs ({"name", "input", "overrides"}) from a folder, a glob or a manifest."""
+    jobs = []
+    if os.path.isdir(spec):
+        jobs = [{"input": os.path.abspath(p), "overrides": []} for p in folder_inputs(spec, mode)]
+    elif os.path.isfile(spec) and spec.lower().endswith((".txt", ".csv")):
+        base = os.path.dirname(os.path.abspath(spec))
+        for inp, over in manifest_lines(spec):
+            if mode != "text":
+                inp = os.path.normpath(os.path.join(base, inp))
+                if not os.path.exists(inp):
+                    raise BatchError(f"{spec}: input not found: {inp}")
+            jobs.append({"input": inp, "overrides": over})
+    elif os.path.isfile(spec) or glob.has_magic(spec):
+        if mode == "text":
+            raise BatchError("text mode takes a prompts file (.txt or .csv)")
+        jobs = [{"input": os.path.abspath(p), "overrides": []} for p in sorted(glob.glob(spec))]
+    else:
+        raise BatchError(f"inputs not found: {spec}")
+    if not jobs:
+        what = {"image": "*_rgba.png images", "recon": "meshes or transforms.json folders"}.get(mode, "prompts")
+        raise BatchError(f"no inputs in {spec} ({what})")
+    for j in jobs:
+        named = [o.split("=", 1)[1] for o in j["overrides"] if o.startswith("save_path=")]
+        j["overrides"] = [o for o in j["overrides"] if not o.startswith("save_path=")]
+        j["name"] = named[-1] if named else (slug(j["input"]) if mode == "text" else name_of(j["input"]))
+    seen = {}
+    for j in jobs:
+        if j["name"] in seen:
+            raise BatchError(f"two inputs would share the output name '{j['name']}': {seen[j['name']]} and "
+                             f"{j['input']}; set save_path= on one of them in a manifest")
+        seen[j["name"]] = j["input"]
+    return jobs
+
+
+def job_args(job: dict, mode: str) -> list:
+    return [f"prompt={job['input']}"] if mode == "text" else [f"input={job['input']}"]
+
+
+# ------------------------------------------------------------------ one job
+def run_path(outdir: str, name: str) -> str:
+    return os.path.join(outdir, f"{name}_run.json")
+
+
+def is_done(outdir: str, name: str) -> bool:
+    """Stage 2 finished (not interrupted) and its mesh is in ``outdir``."""
+    try:
+        with open(run_path(outdir, name)) as fh:
+            s2 = json.load(fh).get("stage2") or {}
+    except (OSError, ValueError):
+        return False
+    mesh = os.path.join(outdir, os.path.basename(s2.get("outputs", {}).get("mesh", "")))
+    return bool(s2) and not s2.get("interrupted") and os.path.isfile(mesh)
+
+
+def last_error(log_path: str) -> str:
+    try:
+        with open(log_path, errors="replace") as fh:
+            lines = [ln.strip() for ln in fh if ln.strip()]
+    except OSError:
+        return ""
+    errs = [ln for ln in lines if ln.startswith("error:")]
+    return (errs or lines or [""])[-1][:200]
+
+
+def _stop(proc, grace: float = 10.0):
+    """SIGTERM the job's process group (the stages save what they have), then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def publish(staging: str, outdir: str):
+    """Move a finished job's files into ``outdir``, run.json last, with its paths rewritten."""
+    names = sorted(os.listdir(staging), key=lambda n: n.endswith("_run.json"))
+    for n in names:
+        src = os.path.join(staging, n)
+        if n.endswith("_run.json"):
+            with open(src) as fh:
+                text = fh.read()
+            with open(src, "w") as fh:
+                fh.write(text.replace(json.dumps(staging)[1:-1], json.dumps(outdir)[1:-1]))
+        os.replace(src, os.path.join(outdir, n))
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_job(job: dict, opts: dict) -> dict:
+    """Both stages of one input in its staging folder, within ``opts['timeout']`` seconds.
+    Returns the job's record; raises JobFailed or JobTimeout (the record rides on the exception)."""
+    outdir, name = opts["outdir"], job["name"]
+    staging = os.path.join(outdir, ".partial", name)
+    os.makedirs(staging, exist_ok=True)
+    counter = os.path.join(staging, ".attempts")  # counted here: Ray retries in another process
+    attempt = (int(open(counter).read()) if os.path.isfile(counter) else 0) + 1
+    with open(counter, "w") as fh:
+        fh.write(str(attempt))
+    log_path = os.path.join(outdir, f"{name}.log")
+    record = {"name": name, "input": job["input"], "status": "running", "seconds": {}, "attempts": attempt,
+              "log": log_path, "error": ""}
+    common = ["--config", opts["config"], *job_args(job, opts["mode"]), f"save_path={name}", f"outdir={staging}",
+              "--quiet", *opts["overrides"], *job["overrides"]]
+    t_end = time.time() + opts["timeout"] if opts.get("timeout") else None
+    env = dict(os.environ, DG_EXIT_WITH_PARENT="1")  # a stage stops if this runner dies (cli.exit_with_parent)
+    if opts.get("gpu") is not None:  # local backend: this slot's GPU (Ray sets CUDA_VISIBLE_DEVICES itself)
+        env["CUDA_VISIBLE_DEVICES"] = str(opts["gpu"])
+    with open(log_path, "a") as log:
+        log.write(f"=== {name}: attempt {attempt}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.flush()
+        for script in STAGES:
+            t0 = time.time()
+            proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *common], stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+            try:
+                rc = proc.wait(None if t_end is None else max(0.1, t_end - time.time()))
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                record.update(status="timeout", error=f"{script}: stopped after {opts['timeout']} s")
+                record["seconds"][script] = round(time.time() - t0, 1)
+                raise JobTimeout(json.dumps(record)) from None
+            record["seconds"][script] = round(time.time() - t0, 1)
+            if rc != 0:
+                log.flush()
+                record.update(status="failed", error=f"{script}: {last_error(log_path)}")
+                raise JobFailed(json.dumps(record))
+    publish(staging, outdir)
+    record["status"] = "ok"
+    return record
+
+
+def record_of(exc: BaseException) -> dict:
+    """The record a JobFailed / JobTimeout carries (through Ray's wrapper too), else a crash."""
+    cause = getattr(exc, "cause", None) or exc
+    try:
+        return json.loads(str(cause.args[0]))
+    except (ValueError, IndexError, TypeError):
+        return {"status": "failed", "error": f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1:] or ''}"}
+
+
+# ------------------------------------------------------------------ backends
+class Progress:
+    """Counts and a live line: done / running / failed / left, throughput and ETA."""
+
+    def __init__(self, total: int, skipped: int, quiet: bool = False):
+        self.total, self.skipped, self.quiet = total, skipped, quiet
+        self.done = self.failed = self.running = 0
+        self.t0 = time.time()
+        self.lock = threading.Lock()
+        self.tty = sys.stdout.isatty()
+
+    def update(self, running: int, finished: dict | None = None):
+        with self.lock:
+            self.running = running
+            if finished is not None:
+                if finished["status"] == "ok":
+                    self.done += 1
+                else:
+                    self.failed += 1
+            self.show(finished)
+
+    def line(self) -> str:
+        left = self.total - self.skipped - self.done - self.failed - self.running
+        mins = (time.time() - self.t0) / 60
+        finished = self.done + self.failed
+        rate = finished / mins if mins > 0 and finished else 0.0
+        eta = f"{(left + self.running) / rate:.1f} min" if rate else "?"
+        return (f"[batch] done {self.done} | running {self.running} | failed {self.failed} | left {left} | "
+                f"skipped {self.skipped} | {rate:.2f} jobs/min | ETA {eta}")
+
+    def show(self, finished=None):
+        if self.quiet:
+            return
+        if finished is not None and finished["status"] != "ok":
+            print(("\n" if self.tty else "") + f"[{finished['status']}] {finished.get('name', '?')}: "
+                  f"{finished.get('error', '')} (log: {finished.get('log', '')})", flush=True)
+        print(("\r" + self.line()) if self.tty else self.line(), end="" if self.tty else "\n", flush=True)
+
+
+def with_retries(job, opts):
+    """Local backend: the retries Ray would make."""
+    for attempt in range(opts["retries"] + 1):
+        try:
+            return run_job(job, opts)
+        except JobFailed as e:
+            if attempt == opts["retries"]:
+                return record_of(e)
+        except JobTimeout as e:
+            return record_of(e)
+
+
+def run_local(jobs, opts, progress, workers):
+    """``workers``: one list entry per parallel slot (a GPU id or None)."""
+    results, todo, lock = [], list(jobs), threading.Lock()
+    running = [0]
 
     def worker(gpu):
         while True:
-            try:
-                img = todo.get_nowait()
-            except queue.Empty:
-                return
-            res = run_one(img, args, overrides, gpu)
             with lock:
-                results.append(res)
-                print(f"[{res[1]}] {res[0]} ({res[2]:.0f} s){'' if res[1] == 'ok' else ' see ' + res[3]}", flush=True)
+                if not todo:
+                    return
+                job = todo.pop(0)
+                running[0] += 1
+            progress.update(running[0])
+            rec = with_retries(job, dict(opts, gpu=gpu))
+            rec.setdefault("name", job["name"])
+            with lock:
+                results.append(rec)
+                running[0] -= 1
+            progress.update(running[0], rec)
 
-    threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
+    threads = [threading.Thread(target=worker, args=(g,)) for g in workers]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    print("\n| image | status | seconds |\n|---|---|---|")
-    for name, status, secs, _ in sorted(results):
-        print(f"| {name} | {status} | {secs:.0f} |")
-    return 1 if any(r[1].startswith("failed") for r in results) else 0
+    return results
+
+
+def run_ray(jobs, opts, progress, address, cpus, gpus):
+    private = address in (None, "", "local")
+    if private:  # a private instance on this machine: loopback addresses only, no usage report
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's switch for "bind to 127.0.0.1"
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise BatchError("--backend ray needs the ray package: pip install -r requirements-ray.txt") from None
+    env = {"PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "scripts"), ROOT])}
+    init = dict(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
+                logging_level="ERROR", configure_logging=True)
+    if private:
+        init.update(address=None, include_dashboard=False)
+    ray.init(**init)
+    try:
+        from batch import JobFailed as Failed, run_job as job_fn  # by reference: workers import scripts/batch.py
+
+        task = ray.remote(job_fn).options(num_cpus=cpus, num_gpus=gpus, max_retries=opts["retries"],
+                                          retry_exceptions=[Failed])
+        res = ray.cluster_resources()
+        slots = min(res.get("CPU", 1) / cpus if cpus else len(jobs), res.get("GPU", 0) / gpus if gpus else len(jobs))
+        slots = max(1, int(slots))  # how many run at once, for the progress line
+        pending = {task.remote(j, opts): j for j in jobs}
+        progress.update(min(slots, len(pending)))
+        results = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    rec = ray.get(ref)
+                except Exception as e:  # JobFailed after the retries, JobTimeout, a worker lost for good
+                    rec = record_of(e)
+                    rec.setdefault("log", os.path.join(opts["outdir"], f"{job['name']}.log"))
+                rec.setdefault("name", job["name"])
+                rec.setdefault("input", job["input"])
+                results.append(rec)
+                progress.update(min(slots, len(pending)), rec)
+        return results
+    finally:
+        ray.shutdown()
+
+
+# ------------------------------------------------------------------ main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", "--dir", dest="inputs", required=True, help="folder, quoted glob, or .txt/.csv manifest")
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "image.yaml"))
+    ap.add_argument("--outdir", default="logs")
+    ap.add_argument("--backend", choices=("local", "ray"), default="local")
+    ap.add_argument("--jobs", type=int, default=1, help="local: jobs at a time on the default device")
+    ap.add_argument("--gpus", default=None, help="local: comma-separated GPU ids, one job per GPU, e.g. 0,1")
+    ap.add_argument("--address", default=None, help="ray: auto | ray://host:port | host:port (default: a local instance)")
+    ap.add_argument("--cpus-per-job", type=float, default=1.0, help="ray: CPUs each job asks for")
+    ap.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs each job asks for (fractions share one)")
+    ap.add_argument("--retries", type=int, default=1, help="retries of a failing job (Ray: also a crashed worker)")
+    ap.add_argument("--timeout", type=float, default=0, help="seconds per job, both stages (0: none)")
+    ap.add_argument("--mesh_format", default="obj", help="format of the final mesh (obj or glb)")
+    ap.add_argument("--quiet", action="store_true", help="no live progress line")
+    ap.add_argument("overrides", nargs="*", help="key=value passed to both stages of every job")
+    args = ap.parse_intermixed_args(argv)
+    sys.path.insert(0, ROOT)
+    from config import load_config
+
+    try:
+        # jobs run from the repository root: make the caller's relative paths absolute first
+        args.outdir, args.config = os.path.abspath(args.outdir), os.path.abspath(args.config)
+        overrides = list(args.overrides) + [f"mesh_format={args.mesh_format}"]
+        if args.retries < 0 or args.timeout < 0 or args.jobs < 1 or args.cpus_per_job < 0 or args.gpus_per_job < 0:
+            raise BatchError("--retries, --timeout, --cpus-per-job and --gpus-per-job must be >= 0, --jobs >= 1")
+        cfg = load_config(args.config, overrides + ["save_path=x"])  # every key checked before any job
+        jobs = discover(args.inputs, cfg.mode)
+        for j in jobs:
+            load_config(args.config, overrides + j["overrides"] + ["save_path=x"])
+        os.makedirs(args.outdir, exist_ok=True)
+    except (ValueError, OSError) as e:
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    opts = {"outdir": args.outdir, "config": args.config, "mode": cfg.mode, "overrides": overrides,
+            "retries": args.retries, "timeout": args.timeout}
+    todo = [j for j in jobs if not is_done(args.outdir, j["name"])]
+    skipped = [{"name": j["name"], "input": j["input"], "status": "skipped", "seconds": {}, "attempts": 0,
+                "error": ""} for j in jobs if j not in todo]
+    for j in todo:  # what an earlier, killed run left half done starts again from scratch
+        shutil.rmtree(os.path.join(args.outdir, ".partial", j["name"]), ignore_errors=True)
+    progress = Progress(len(jobs), len(skipped), args.quiet)
+    progress.show()
+    t0 = time.time()
+    try:
+        if args.backend == "ray":
+            results = run_ray(todo, opts, progress, args.address, args.cpus_per_job, args.gpus_per_job)
+        else:
+            workers = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None] * args.jobs
+            results = run_local(todo, opts, progress, workers)
+    except BatchError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 2
+    if progress.tty and not args.quiet:
+        print()
+    rows = sorted(skipped + results, key=lambda r: r["name"])
+    wall = time.time() - t0
+    summary = {"config": args.config, "backend": args.backend, "outdir": args.outdir, "wall_seconds": round(wall, 1),
+               "counts": {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed", "timeout")},
+               "jobs": rows}
+    with open(os.path.join(args.outdir, "batch_summary.json.tmp"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    os.replace(os.path.join(args.outdir, "batch_summary.json.tmp"), os.path.join(args.outdir, "batch_summary.json"))
+    print("\n| input | status | stage 1 (s) | stage 2 (s) | attempts | error |\n|---|---|---|---|---|---|")
+    for r in rows:
+        s = r.get("seconds", {})
+        print(f"| {r['name']} | {r['status']} | {s.get('main.py', '')} | {s.get('main2.py', '')} | "
+              f"{r.get('attempts', '')} | {r.get('error', '')} |")
+    c = summary["counts"]
+    print(f"\n{c['ok']} ok, {c['skipped']} skipped, {c['failed']} failed, {c['timeout']} timed out in {wall:.0f} s; "
+          f"{os.path.join(args.outdir, 'batch_summary.json')}")
+    return 1 if c["failed"] or c["timeout"] else 0
 
 
 if __name__ == "__main__":
