@@ -26,6 +26,24 @@ def user_errors():
     return (MissingMandatoryValue, FileNotFoundError, ValueError, FloatingPointError, RuntimeError)
 
 
+def exit_with_parent(poll: float = 1.0):
+    """A batch job's stage ends (as on SIGTERM: outputs saved) when the runner that started it
+    dies, e.g. a killed batch or a lost Ray worker, instead of running on as an orphan."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run_stage(stage: int, argv=None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     args = parse(sys.argv[1:] if argv is None else argv,
@@ -36,6 +54,8 @@ def run_stage(stage: int, argv=None) -> int:
     def terminate(signum, frame):  # SIGTERM (a batch scheduler, `kill`) ends a run like Ctrl-C: outputs saved
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGTERM, terminate)
+    if os.environ.get("DG_EXIT_WITH_PARENT"):
+        exit_with_parent()
     try:
         from config import load_config
         from trainer import Stage1, Stage2
@@ -46,8 +66,18 @@ def run_stage(stage: int, argv=None) -> int:
 
         if OmegaConf.is_missing(cfg, "save_path") or not cfg.save_path:
             raise ValueError("save_path is required: add save_path=NAME")
-        trainer = (Stage1 if stage == 1 else Stage2)(cfg)
-        record = trainer.run()
+        view = None
+        if cfg.gui:  # first, so that a taken port fails before any work; the stage calls it after each step
+            from viewer import LiveView
+
+            view = LiveView(cfg.gui_host, cfg.gui_port, cfg.gui_max_resolution, cfg.gui_render_budget)
+        try:
+            trainer = (Stage1 if stage == 1 else Stage2)(cfg)
+            trainer.hook = view
+            record = trainer.run()
+        finally:
+            if view is not None:
+                view.close()
         print(f"stage {stage} done: {', '.join(f'{k}: {v}' for k, v in record['outputs'].items())}")
         return 0
     except KeyboardInterrupt:

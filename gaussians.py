@@ -289,3 +289,54 @@ class GaussianModel:
             quats=t(stack(["rot_0", "rot_1", "rot_2", "rot_3"])), opacities=t(col("opacity")),
             sh0=t(stack(["f_dc_0", "f_dc_1", "f_dc_2"]))[:, None, :],
             shN=t(f_rest.reshape(n, 3, -1).transpose(0, 2, 1).copy()))
+
+    # -------------------------------------------------------------------- splat
+    # The web viewers' .splat (antimatter15/splat and those that read it): 32 bytes per Gaussian,
+    # little-endian: position 3 x float32, scale 3 x float32 (activated: exp of the log scale),
+    # RGBA 4 x uint8 (colour = 0.5 + SH_C0 * f_dc, alpha = sigmoid(opacity)), rotation 4 x uint8
+    # (unit wxyz quaternion q as q * 128 + 128), sorted by size x opacity, largest first. Only the
+    # SH DC term survives; colours and opacities are quantised to 1/255, rotations to 1/128.
+    SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+
+    def splat_bytes(self) -> bytes:
+        p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
+        n = p["means"].shape[0]
+        order = np.argsort(-np.exp(p["scales"].sum(1)) / (1 + np.exp(-p["opacities"])), kind="stable")
+        rgb = 0.5 + SH_C0 * p["sh0"].reshape(n, 3)
+        alpha = 1 / (1 + np.exp(-p["opacities"]))
+        q = p["quats"] / np.linalg.norm(p["quats"], axis=1, keepdims=True).clip(1e-12)
+        out = np.empty(n, self.SPLAT_DTYPE)
+        out["position"], out["scale"] = p["means"], np.exp(p["scales"])
+        out["rgba"] = np.clip(np.round(np.concatenate([rgb, alpha[:, None]], 1) * 255), 0, 255)
+        out["rot"] = np.clip(np.round(q * 128 + 128), 0, 255)
+        return out[order].tobytes()
+
+    def save_splat(self, path: str):
+        data = self.splat_bytes()
+        atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+
+    @classmethod
+    def load_splat(cls, path: str, device="cpu") -> "GaussianModel":
+        """Read a .splat (degree-0 SH; opacities of 0 or 255 are clamped to finite logits)."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Gaussian .splat not found: {path}")
+        size = os.path.getsize(path)
+        if size == 0 or size % cls.SPLAT_DTYPE.itemsize:
+            raise PlyFormatError(f"{path}: a .splat holds 32 bytes per Gaussian; {size} bytes is not that")
+        a = np.fromfile(path, cls.SPLAT_DTYPE)
+        if not (np.isfinite(a["position"]).all() and np.isfinite(a["scale"]).all()) or (a["scale"] <= 0).any():
+            raise PlyFormatError(f"{path}: non-finite positions or non-positive scales")
+        rgba = a["rgba"].astype(np.float32) / 255
+        alpha = np.clip(rgba[:, 3], 0.5 / 255, 1 - 0.5 / 255)
+        q = (a["rot"].astype(np.float32) - 128) / 128
+        q[np.linalg.norm(q, axis=1) < 1e-6] = (1, 0, 0, 0)
+        t = torch.from_numpy
+        return cls(0, device).set_params(
+            means=t(a["position"].copy()), scales=t(np.log(a["scale"])), quats=t(q),
+            opacities=t(np.log(alpha / (1 - alpha))), sh0=t(((rgba[:, :3] - 0.5) / SH_C0)[:, None, :].copy()),
+            shN=torch.zeros(len(a), 0, 3))
+
+    @classmethod
+    def load(cls, path: str, device="cpu") -> "GaussianModel":
+        """A .ply or a .splat, by extension."""
+        return (cls.load_splat if path.lower().endswith(".splat") else cls.load_ply)(path, device=device)

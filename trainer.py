@@ -4,7 +4,7 @@
     Stage2(cfg).run()   the mesh's texture refined with SDEdit-style MSE targets
 
 Outputs (``cfg.outdir``, base name ``cfg.save_path``):
-    <name>_model.ply            stage-1 Gaussians (standard 3DGS layout)
+    <name>_model.ply|splat      stage-1 Gaussians (standard 3DGS layout, or the web viewers' .splat)
     <name>_mesh.obj|glb (+mtl, _albedo.png)   stage-1 coarse textured mesh
     <name>.obj|glb (+mtl, _albedo.png)        stage-2 refined mesh
     <name>_run.json             resolved config, seed, timings per stage, counts, versions
@@ -49,7 +49,8 @@ def seed_everything(seed: int):
 def output_paths(cfg) -> dict:
     base = os.path.join(cfg.outdir, cfg.save_path)
     ext = "." + cfg.mesh_format
-    return {"ply": base + "_model.ply", "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json"}
+    splats = "_model." + cfg.splat_format  # .ply (standard 3DGS attributes) or .splat (web viewers)
+    return {"ply": base + splats, "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json"}
 
 
 def coarse_candidates(paths: dict) -> list:
@@ -126,6 +127,8 @@ def check_common(cfg):
         raise ValueError(f"fovy must be in (0, 180) degrees, got {cfg.fovy}")
     if any(r < 1 for r in cfg.resolution_schedule):
         raise ValueError(f"resolution_schedule entries must be positive, got {list(cfg.resolution_schedule)}")
+    if cfg.splat_format not in ("ply", "splat"):
+        raise ValueError(f"splat_format must be ply or splat, got '{cfg.splat_format}'")
     if cfg.mesh_format not in ("obj", "glb"):
         raise ValueError(f"mesh_format must be obj or glb, got '{cfg.mesh_format}'")
     if cfg.mode not in ("image", "text", "recon"):
@@ -230,7 +233,7 @@ class Stage1:
         self.device = self.ctx.device
         self.paths = output_paths(cfg)
         if cfg.load:
-            self.model = GaussianModel.load_ply(cfg.load, device=self.device)
+            self.model = GaussianModel.load(cfg.load, device=self.device)
             log(f"resumed {len(self.model)} Gaussians from {cfg.load}")
         else:
             self.model = GaussianModel(cfg.sh_degree, self.device).init_random_blob(
@@ -240,6 +243,7 @@ class Stage1:
         self.state = self.strategy.initialize_state(len(self.model), self.device)
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.hook = None  # called as hook(self, stats) after every step (e.g. viewer.LiveView)
 
     def render(self, camera, bg=(1.0, 1.0, 1.0)):
         from gs_renderer import render
@@ -283,11 +287,14 @@ class Stage1:
             stats = self.train_step()
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", n=stats["gaussians"])
+            if self.hook is not None:
+                self.hook(self, stats)
         return stats
 
     def save_ply(self):
-        self.model.save_ply(self.paths["ply"])
-        return self.paths["ply"]
+        path = self.paths["ply"]
+        (self.model.save_splat if path.endswith(".splat") else self.model.save_ply)(path)
+        return path
 
     def export_mesh(self):
         from mesh_utils import gaussians_to_mesh
@@ -373,6 +380,7 @@ class Stage2:
             groups.append({"params": [self.v_offsets], "lr": cfg.geom_lr})
         self.optimizer = torch.optim.Adam(groups)
         self.step = 0
+        self.hook = None  # called as hook(self, stats) after every step (e.g. viewer.LiveView)
 
     @property
     def albedo(self):
@@ -431,6 +439,8 @@ class Stage2:
                 stats = self.train_step()
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                if self.hook is not None:
+                    self.hook(self, stats)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the texture refined so far
             interrupted = True
         t_train = time.perf_counter() - t0

@@ -93,7 +93,7 @@ def from_gaussians(path: str, num_views: int, resolution: int, radius: float, fo
     from gaussians import GaussianModel
     from gs_renderer import render
 
-    g = GaussianModel.load_ply(path, device=device)
+    g = GaussianModel.load(path, device=device)
     solid = g.means[g.opacities > min_opacity].detach()
     if solid.shape[0] == 0:
         raise ViewsError(f"{path}: no Gaussian is more than {min_opacity} opaque")
@@ -195,7 +195,7 @@ def load_views(source: str, cfg, device="cpu") -> PosedViews:
         return from_transforms(source, **kw)
     orbit = dict(num_views=cfg.recon_num_views, fovy=cfg.fovy, extent=cfg.recon_extent,
                  min_elev=cfg.recon_min_elevation, max_elev=cfg.recon_max_elevation, device=device)
-    if ext == ".ply" and is_gaussian_ply(source):
+    if ext == ".splat" or (ext == ".ply" and is_gaussian_ply(source)):
         return from_gaussians(source, backend=cfg.rasterizer, **kw, **orbit)
     if ext in MESH_EXTENSIONS:
         return from_mesh(source, backend=cfg.mesh_renderer, max_texture=cfg.input_max_texture, **kw, **orbit)

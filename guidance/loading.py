@@ -203,3 +203,19 @@ def load_scheduler(cls, folder: str, what: str):
         raise ModelLoadError(f"{what}: the scheduler predicts '{pred}'; score distillation here needs an "
                              "epsilon-prediction model (e.g. stable-diffusion-2-1-base, not the 768 v-model)")
     return cls.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
+
+
+def find_local(path: str) -> str | None:
+    """The local folder of a model (a folder, or a hub id already in the Hugging Face cache),
+    without downloading anything; None when it is not here."""
+    path = os.path.expanduser(str(path))
+    if os.path.isdir(path):
+        return path
+    if _looks_like_path(path):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, local_files_only=True)
+    except Exception:
+        return None

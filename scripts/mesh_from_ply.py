@@ -37,7 +37,7 @@ def main(argv=None):
         from mesh_utils import gaussians_to_mesh
 
         cfg = load_config(args.config, args.overrides)
-        g = GaussianModel.load_ply(args.ply)
+        g = GaussianModel.load(args.ply)
 
         def render_fn(cam):
             with torch.no_grad():

@@ -33,3 +33,12 @@ def sphere_of_gaussians(n=2000, radius=0.5, scale=0.03, opacity=0.9, seed=0):
         means=means, scales=torch.full((n, 3), math.log(scale)), quats=quats,
         opacities=torch.full((n,), float(inverse_sigmoid(torch.tensor(opacity)))),
         sh0=rgb_to_sh(torch.full((n, 3), 0.7))[:, None], shN=torch.zeros(n, 0, 3))
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing holds now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

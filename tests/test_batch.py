@@ -4,13 +4,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import pytest
+
+from helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "data", "meshes")
@@ -116,12 +117,6 @@ def test_local_timeout_stops_and_records_a_stuck_job(tmp_path):
 
 
 # ------------------------------------------------------------------ Ray on a local instance
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_head():
     if shutil.which("ray") is None and not os.path.isfile(os.path.join(os.path.dirname(sys.executable), "ray")):

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 

@@ -1,0 +1,160 @@
+"""A demo in the browser (gradio): an image in, a textured 3D model out.
+
+    pip install -r requirements-app.txt
+    python app.py [--port 7860] [--host 127.0.0.1] [--config configs/image.yaml] [key=value ...]
+
+Upload an image (or pick an example), optionally remove its background (rembg), set the
+elevation it was taken from, and run both stages with a progress bar; the page shows the .glb in
+3D, a turntable animation, and offers the files for download. The model is the config's
+``guidance_model`` (override it like any key: ``guidance_model=/models/zero123-xl``); when it is
+not on this machine, the page says what to download before anything runs.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "data", "*_rgba.png")))
+
+
+def model_status(cfg) -> tuple[bool, str]:
+    from guidance.loading import find_local
+
+    model = str(cfg.guidance_model)
+    where = find_local(model)
+    if where:
+        return True, f"Model: `{model}` (found at `{where}`)."
+    hub = "ashawkey/zero123-xl-diffusers" if os.sep in model or model.startswith(".") else model
+    return False, (f"**The model is not on this machine.** `{model}` is not here. Zero123-XL (about 5 GB) is "
+                   f"needed: download it with `huggingface-cli download {hub} --local-dir /models/zero123-xl` "
+                   f"where the hub is reachable, then start the app with "
+                   f"`python app.py guidance_model=/models/zero123-xl`.")
+
+
+def prepare_input(image, remove_bg: bool, workdir: str) -> str:
+    """The uploaded image as <workdir>/input_rgba.png: matted with rembg when asked (or when it
+    has no alpha), else as it is."""
+    import numpy as np
+
+    from inputs import remove_background
+    from io_utils import save_image
+
+    arr = np.asarray(image, dtype=np.float32) / (255.0 if np.asarray(image).dtype == np.uint8 else 1.0)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, -1)
+    if remove_bg or arr.shape[-1] == 3:
+        arr = remove_background(arr[..., :3])
+    path = os.path.join(workdir, "input_rgba.png")
+    save_image(path, arr)
+    return path
+
+
+def make_app(config: str, overrides: list, outdir: str):
+    import gradio as gr
+
+    from cli import user_errors
+    from config import load_config
+
+    base = load_config(config, overrides + ["save_path=demo"])  # a bad key fails here, before the page
+    ok, status = model_status(base)
+
+    def generate(image, remove_bg, elevation, iters, iters_refine, progress=gr.Progress()):
+        from mesh import Mesh
+        from mesh_renderer import turntable
+        from trainer import Stage1, Stage2
+
+        if image is None:
+            raise gr.Error("Upload an image or pick an example first.")
+        ready, message = model_status(base)
+        if not ready:
+            raise gr.Error(message.replace("**", "").replace("`", "'"))
+        name = time.strftime("demo_%Y%m%d_%H%M%S")
+        work = os.path.join(outdir, name)
+        os.makedirs(work, exist_ok=True)
+        try:
+            path = prepare_input(image, remove_bg, work)
+            cfg = load_config(config, overrides + [f"input={path}", f"save_path={name}", f"outdir={work}",
+                                                   f"elevation={elevation}", f"iters={int(iters)}",
+                                                   f"iters_refine={int(iters_refine)}", "mesh_format=glb",
+                                                   "quiet=true"])
+            s1 = Stage1(cfg, log=lambda *a: None)
+            s1.hook = lambda t, st: progress(0.8 * t.step / cfg.iters, desc=f"stage 1: Gaussians, step {t.step}")
+            progress(0.0, desc="stage 1: loading the model")
+            s1.run()
+            s2 = Stage2(cfg, log=lambda *a: None, context=s1.ctx)
+            s2.hook = lambda t, st: progress(0.8 + 0.15 * t.step / max(1, cfg.iters_refine),
+                                             desc=f"stage 2: texture, step {t.step}")
+            s2.run()
+            progress(0.96, desc="turntable")
+            glb = os.path.join(work, f"{name}.glb")
+            frames = turntable(Mesh.load(glb), frames=36, size=256)
+            import imageio.v2 as imageio
+
+            gif = os.path.join(work, f"{name}_turntable.gif")
+            imageio.mimwrite(gif, list(frames), duration=1000 / 24, loop=0)
+        except user_errors() as e:  # the pipeline's one-line errors, shown in the page
+            raise gr.Error(str(e).strip().splitlines()[0]) from None
+        files = [p for p in sorted(glob.glob(os.path.join(work, f"{name}*"))) if not p.endswith(".tmp")]
+        return glb, gif, files, f"Done: `{work}`"
+
+    with gr.Blocks(title="DreamGaussian") as demo:
+        gr.Markdown("# DreamGaussian: image to 3D\nGaussians optimised with score distillation from Zero123, "
+                    "then a textured mesh refined with SDEdit.")
+        gr.Markdown(status, elem_id="model-status")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="input image (RGBA: transparent background)", type="numpy",
+                                 image_mode="RGBA", elem_id="input-image")
+                remove_bg = gr.Checkbox(label="remove the background (rembg)", value=False)
+                elevation = gr.Slider(-80, 80, value=float(base.elevation), step=1,
+                                      label="elevation of the input view (degrees; negative: from above)")
+                iters = gr.Slider(10, 2000, value=int(base.iters), step=10, label="stage 1 steps")
+                iters_refine = gr.Slider(0, 500, value=int(base.iters_refine), step=10, label="stage 2 steps")
+                run = gr.Button("Generate", variant="primary", interactive=ok, elem_id="generate")
+                gr.Examples(EXAMPLES, inputs=[image], label="examples")
+            with gr.Column():
+                model3d = gr.Model3D(label="textured mesh (.glb)")
+                video = gr.Image(label="turntable", type="filepath")
+                files = gr.File(label="downloads", file_count="multiple")
+                done = gr.Markdown()
+        run.click(generate, [image, remove_bg, elevation, iters, iters_refine], [model3d, video, files, done])
+    return demo
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "image.yaml"))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--outdir", default=os.path.join(ROOT, "logs", "app"))
+    ap.add_argument("overrides", nargs="*", help="key=value, e.g. guidance_model=/models/zero123-xl")
+    args = ap.parse_intermixed_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a demo on your machine reports to no one
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print("error: the demo app needs gradio: pip install -r requirements-app.txt", file=sys.stderr)
+        return 2
+    from cli import user_errors
+    from viewer import check_port
+
+    try:
+        check_port(args.host, args.port)
+        demo = make_app(args.config, list(args.overrides), args.outdir)
+    except user_errors() as e:
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"demo: http://{args.host}:{args.port}", flush=True)
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
+                        allowed_paths=[args.outdir, os.path.join(ROOT, "data")])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Look at outputs in the browser: Gaussians (.ply / .splat), meshes (.obj / .glb / any mesh
+trimesh reads) and runs (<name>_run.json: its summary, and its Gaussians and final mesh), side
+by side in one scene.
+
+    python scripts/view.py logs/cat_model.ply logs/cat.glb [--port 8080] [--host 127.0.0.1]
+    python scripts/view.py logs/cat_run.json logs/dog_run.json
+
+Each item sits in its own slot along x, with a label and a checkbox that shows or hides it.
+Ctrl-C stops the server.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help=".ply/.splat Gaussians, meshes, or <name>_run.json files")
+    ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
+    ap.add_argument("--port", type=int, default=8080)
+    args = ap.parse_args(argv)
+    from cli import user_errors
+    from viewer import OutputViewer
+
+    for p in args.paths:
+        if not os.path.isfile(p):
+            print(f"error: not found: {p}", file=sys.stderr)
+            return 2
+    try:
+        view = OutputViewer(args.paths, args.host, args.port, log=lambda m: print(m, flush=True))
+    except user_errors() + (OSError,) as e:
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(main())
