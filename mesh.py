@@ -297,7 +297,7 @@ def _is_trimesh_default(material) -> bool:
     return hash(material) == hash(empty_material())
 
 
-def _part(g, resolver, path: str, max_texture: int) -> dict:
+def _part(g, resolver, max_texture: int) -> dict:
     """One trimesh geometry -> positions, faces, and its colour: a texture (uv + image), vertex
     colours (material colour, vertex or face colours), or nothing (vc None and image None)."""
     import trimesh
@@ -398,8 +398,8 @@ def read_mesh(path: str, max_texture: int = DEFAULT_MAX_TEXTURE) -> Mesh:
     if missing_textures:
         raise MeshFormatError(f"{path}: texture '{missing_textures[0]}' not found (looked beside the mesh, in "
                               f"{resolver.folder}); copy it there or remove the map statement")
-    images = [getattr(getattr(g, "visual", None), "material", None) for g in geoms]
-    used = {getattr(getattr(m, "image", None), "info", {}).get("file_path") for m in images}
+    materials = [getattr(getattr(g, "visual", None), "material", None) for g in geoms]
+    used = {getattr(getattr(m, "image", None), "info", {}).get("file_path") for m in materials}  # decoded ones
     undecoded = [ref for ref, (file, _) in resolver.served.items()
                  if not file.lower().endswith(".mtl") and ref not in used and path.lower().endswith(".obj")]
     if undecoded:
@@ -408,7 +408,7 @@ def read_mesh(path: str, max_texture: int = DEFAULT_MAX_TEXTURE) -> Mesh:
     if not meshes:
         raise MeshFormatError(f"{path}: no faces to render: the file holds {_describe_empty(geoms, obj_lines)}; "
                               f"reconstruction needs a surface (triangles or polygons)")
-    parts = [_part(g, resolver, path, max_texture) for g in meshes]
+    parts = [_part(g, resolver, max_texture) for g in meshes]
     warnings = []
     grey = [p for p in parts if p["kind"] == "none"]
     if grey:

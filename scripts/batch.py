@@ -207,7 +207,10 @@ def run_job(job: dict, opts: dict) -> dict:
     staging = os.path.join(outdir, ".partial", name)
     os.makedirs(staging, exist_ok=True)
     counter = os.path.join(staging, ".attempts")  # counted here: Ray retries in another process
-    attempt = (int(open(counter).read()) if os.path.isfile(counter) else 0) + 1
+    attempt = 1
+    if os.path.isfile(counter):
+        with open(counter) as fh:
+            attempt += int(fh.read() or 0)
     with open(counter, "w") as fh:
         fh.write(str(attempt))
     log_path = os.path.join(outdir, f"{name}.log")
@@ -249,7 +252,8 @@ def record_of(exc: BaseException) -> dict:
     try:
         return json.loads(str(cause.args[0]))
     except (ValueError, IndexError, TypeError):
-        return {"status": "failed", "error": f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1:] or ''}"}
+        last = (str(cause).strip().splitlines() or [""])[-1]
+        return {"status": "failed", "error": f"{type(cause).__name__}: {last}"[:200]}
 
 
 # ------------------------------------------------------------------ backends
