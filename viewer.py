@@ -92,7 +92,7 @@ class LiveView:
         self.reference = None
         self.pause_button = gui.add_button("Pause")
         self.resume_button = gui.add_button("Resume", visible=False)
-        self.save_button = gui.add_button("Save .ply now")
+        self.save_button = gui.add_button("Save Gaussians now")
         self.export_button = gui.add_button("Export mesh now")
         self.pause_button.on_click(lambda _: self._set_paused(True))
         self.resume_button.on_click(lambda _: self._set_paused(False))

@@ -158,12 +158,12 @@ def test_live_view_renders_training_and_its_buttons_act(browser, tmp_path):
         button(browser, "Pause").click()
         wait_for(lambda: button(browser, "Resume") is not None, 30, "the pause to take effect")
         wait_for(lambda: "(paused)" in browser.page_source, 30, "the panel to say paused")
-        button(browser, "Save .ply now").click()
+        button(browser, "Save Gaussians now").click()
         wait_for(lambda: srv.saw("live view: Gaussians saved to"), 60, "the server to save the Gaussians")
         assert (out / "live_model.ply").is_file()
         step = [ln for ln in srv.lines if "Gaussians saved to" in ln][-1].split("at step ")[-1]
         time.sleep(2)  # paused: the step count stands still
-        button(browser, "Save .ply now").click()
+        button(browser, "Save Gaussians now").click()
         wait_for(lambda: len([ln for ln in srv.lines if "Gaussians saved to" in ln]) > 1, 60, "a second save")
         assert [ln for ln in srv.lines if "Gaussians saved to" in ln][-1].endswith(f"at step {step}")
         button(browser, "Resume").click()
