@@ -141,14 +141,14 @@ def main(argv=None):
     except ImportError:
         print("error: the demo app needs gradio: pip install -r requirements-app.txt", file=sys.stderr)
         return 2
-    from cli import user_errors
+    from cli import error_line, user_errors
     from viewer import check_port
 
     try:
         check_port(args.host, args.port)
         demo = make_app(args.config, list(args.overrides), args.outdir)
     except user_errors() as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     print(f"demo: http://{args.host}:{args.port}", flush=True)
     demo.queue().launch(server_name=args.host, server_port=args.port, share=False, show_error=True,

@@ -26,6 +26,12 @@ def user_errors():
     return (MissingMandatoryValue, FileNotFoundError, ValueError, FloatingPointError, RuntimeError)
 
 
+def error_line(e: BaseException) -> str:
+    """A user error as the one line every entry point prints: ``error: <first line>``."""
+    text = str(e).strip()
+    return f"error: {text.splitlines()[0] if text else type(e).__name__}"
+
+
 def exit_with_parent(poll: float = 1.0):
     """A batch job's stage ends (as on SIGTERM: outputs saved) when the runner that started it
     dies, e.g. a killed batch or a lost Ray worker, instead of running on as an orphan."""
@@ -86,8 +92,7 @@ def run_stage(stage: int, argv=None) -> int:
     except Exception as e:
         if args.debug or not isinstance(e, user_errors()):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -302,7 +302,7 @@ class GaussianModel:
         p = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
         n = p["means"].shape[0]
         order = np.argsort(-np.exp(p["scales"].sum(1)) / (1 + np.exp(-p["opacities"])), kind="stable")
-        rgb = 0.5 + SH_C0 * p["sh0"].reshape(n, 3)
+        rgb = sh_to_rgb(p["sh0"].reshape(n, 3))
         alpha = 1 / (1 + np.exp(-p["opacities"]))
         q = p["quats"] / np.linalg.norm(p["quats"], axis=1, keepdims=True).clip(1e-12)
         out = np.empty(n, self.SPLAT_DTYPE)
@@ -333,7 +333,7 @@ class GaussianModel:
         t = torch.from_numpy
         return cls(0, device).set_params(
             means=t(a["position"].copy()), scales=t(np.log(a["scale"])), quats=t(q),
-            opacities=t(np.log(alpha / (1 - alpha))), sh0=t(((rgba[:, :3] - 0.5) / SH_C0)[:, None, :].copy()),
+            opacities=t(np.log(alpha / (1 - alpha))), sh0=t(rgb_to_sh(rgba[:, :3])[:, None, :].copy()),
             shN=torch.zeros(len(a), 0, 3))
 
     @classmethod

@@ -42,13 +42,6 @@ def check_port(host: str, port: int):
                               f"gui_port=") from None
 
 
-def quat_to_mat(wxyz) -> np.ndarray:
-    w, x, y, z = (float(c) for c in wxyz)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
 def client_camera(cam, max_resolution: int):
     """Our camera (OpenGL c2w) for a viser client camera (OpenCV orientation: +z forward, +y down)
     at the client's canvas size, scaled so that its longer side is at most ``max_resolution``."""
@@ -57,7 +50,9 @@ def client_camera(cam, max_resolution: int):
     w, h = max(1, int(cam.image_width or 512)), max(1, int(cam.image_height or 512))
     s = min(1.0, max_resolution / max(w, h))
     c2w = np.eye(4)
-    c2w[:3, :3] = quat_to_mat(cam.wxyz) @ np.diag([1.0, -1.0, -1.0])
+    from gs_renderer import quat_to_rotmat
+
+    c2w[:3, :3] = quat_to_rotmat(torch.as_tensor(cam.wxyz, dtype=torch.float64)).numpy() @ np.diag([1.0, -1.0, -1.0])
     c2w[:3, 3] = cam.position
     return Camera(c2w, float(cam.fov), max(8, round(w * s)), max(8, round(h * s)))
 
@@ -214,23 +209,15 @@ def reference_camera(trainer):
 # ------------------------------------------------------------------ finished outputs
 def gaussian_arrays(path: str) -> dict:
     """Centres, covariances (R S S^T R^T), DC colours and opacities, as viser's splats take them."""
-    import torch
-
-    from gaussians import GaussianModel
+    from gaussians import GaussianModel, sh_to_rgb
+    from gs_renderer import covariance_3d
 
     g = GaussianModel.load(path)
     g.check()
     with torch.no_grad():
-        q = torch.nn.functional.normalize(g.params["quats"], dim=1)
-        w, x, y, z = q.unbind(1)
-        R = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], 1).reshape(-1, 3, 3)
-        M = R * g.scales[:, None, :]
-        cov = M @ M.transpose(1, 2)
-        rgb = (0.28209479177387814 * g.params["sh0"][:, 0] + 0.5).clamp(0, 1)
-        return {"centers": g.means.numpy(), "covariances": cov.numpy(), "rgbs": rgb.numpy(),
-                "opacities": g.opacities[:, None].numpy()}
+        cov = covariance_3d(g.scales, torch.nn.functional.normalize(g.params["quats"], dim=1))
+        return {"centers": g.means.numpy(), "covariances": cov.numpy(),
+                "rgbs": sh_to_rgb(g.params["sh0"][:, 0]).clamp(0, 1).numpy(), "opacities": g.opacities[:, None].numpy()}
 
 
 def run_items(path: str) -> tuple[list, str]:

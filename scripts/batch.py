@@ -41,7 +41,6 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MESH_EXT = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
 STAGES = ("main.py", "main2.py")
 
 
@@ -75,7 +74,9 @@ def folder_inputs(folder: str, mode: str) -> list:
         return sorted(glob.glob(os.path.join(folder, "*_rgba.png")))
     if mode == "recon":
         files = [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
-        return [f for f in files if (os.path.isfile(f) and f.lower().endswith(MESH_EXT))
+        from views import MESH_EXTENSIONS  # what recon mode reads
+
+        return [f for f in files if (os.path.isfile(f) and f.lower().endswith(MESH_EXTENSIONS))
                 or os.path.isfile(os.path.join(f, "transforms.json"))]
     raise BatchError("text mode takes a prompts file (one prompt per line), not a folder")
 
@@ -398,6 +399,7 @@ def main(argv=None):
     ap.add_argument("overrides", nargs="*", help="key=value passed to both stages of every job")
     args = ap.parse_intermixed_args(argv)
     sys.path.insert(0, ROOT)
+    from cli import error_line
     from config import load_config
 
     try:
@@ -412,7 +414,7 @@ def main(argv=None):
             load_config(args.config, overrides + j["overrides"] + ["save_path=x"])
         os.makedirs(args.outdir, exist_ok=True)
     except (ValueError, OSError) as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     opts = {"outdir": args.outdir, "config": args.config, "mode": cfg.mode, "overrides": overrides,
             "retries": args.retries, "timeout": args.timeout}

@@ -24,9 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import torch  # noqa: E402
 
 from mesh import Mesh, MeshFormatError, NEUTRAL_GREY  # noqa: E402
-
-MESH_EXT = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
-
+from views import MESH_EXTENSIONS  # noqa: E402
 
 def load_report(path: str) -> dict:
     t = time.perf_counter()
@@ -73,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--json")
     ap.add_argument("overrides", nargs="*", help="key=value for the reconstructions")
     args = ap.parse_intermixed_args(argv)
-    files = sorted(f for f in os.listdir(args.dir) if f.lower().endswith(MESH_EXT))
+    files = sorted(f for f in os.listdir(args.dir) if f.lower().endswith(MESH_EXTENSIONS))
     loads = [load_report(os.path.join(args.dir, f)) for f in files]
     print("| file | result | detail | faces | load (s) |\n|---|---|---|---|---|")
     for r in loads:

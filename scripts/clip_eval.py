@@ -64,12 +64,12 @@ def main(argv=None):
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args(argv)
-    from cli import user_errors
+    from cli import error_line, user_errors
 
     try:
         r = clip_similarity(args.image, args.mesh, args.model, args.views, args.size)
     except user_errors() as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     print(json.dumps(r))
     return 0

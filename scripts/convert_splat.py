@@ -32,7 +32,7 @@ def main(argv=None):
     ap.add_argument("--out", help="output file (one input)")
     ap.add_argument("--outdir", help="output folder (default: beside each input)")
     args = ap.parse_args(argv)
-    from cli import user_errors
+    from cli import error_line, user_errors
 
     if args.out and len(args.inputs) > 1:
         print("error: --out takes one input; use --outdir for several", file=sys.stderr)
@@ -47,7 +47,7 @@ def main(argv=None):
         try:
             n = convert(src, dst)
         except user_errors() as e:
-            print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+            print(error_line(e), file=sys.stderr)
             return 2
         print(f"{dst}: {n} Gaussians")
     return 0

@@ -128,12 +128,12 @@ def main():
         if not os.path.exists(p):
             print(f"error: not found: {p}", file=sys.stderr)
             return 2
-    from cli import user_errors
+    from cli import error_line, user_errors
 
     try:
         r = evaluate(args.pred, args.gt, args.views, args.resolution, args.radius, args.fovy, args.grid)
     except user_errors() as e:  # an unreadable mesh or views: one line, no traceback
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     for w in r["warnings"]:  # e.g. an uncoloured ground truth: its colour metrics compare against grey
         print(f"warning: {w}", file=sys.stderr)

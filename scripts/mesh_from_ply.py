@@ -28,7 +28,7 @@ def main(argv=None):
     ap.add_argument("--run", help="a recon run's <name>_run.json: write the mesh in the input's coordinates")
     ap.add_argument("overrides", nargs="*", help="key=value (density_thresh, mc_resolution, texture_size, ...)")
     args = ap.parse_intermixed_args(argv)
-    from cli import user_errors
+    from cli import error_line, user_errors
 
     try:
         from config import load_config
@@ -50,7 +50,7 @@ def main(argv=None):
             mesh.v = mesh.v / norm["scale"] + torch.tensor(norm["center"])
         mesh.save(args.out)
     except user_errors() as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     print(json.dumps({"mesh": args.out, **stats, "timings": times}))
     return 0

@@ -28,12 +28,12 @@ def main(argv=None):
     if not os.path.isfile(args.mesh):
         print(f"error: mesh not found: {args.mesh}", file=sys.stderr)
         return 2
-    from cli import user_errors
+    from cli import error_line, user_errors
 
     try:
         mesh = Mesh.load(args.mesh)
     except user_errors() as e:  # an unreadable mesh: one line, no traceback
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     for w in mesh.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -30,7 +30,7 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
     ap.add_argument("--port", type=int, default=8080)
     args = ap.parse_args(argv)
-    from cli import user_errors
+    from cli import error_line, user_errors
     from viewer import OutputViewer
 
     for p in args.paths:
@@ -40,7 +40,7 @@ def main(argv=None):
     try:
         view = OutputViewer(args.paths, args.host, args.port, log=lambda m: print(m, flush=True))
     except user_errors() + (OSError,) as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     try:
         while True:
