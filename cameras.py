@@ -141,3 +141,28 @@ class View:
     radius: float | None = None
     background: tuple = (1.0, 1.0, 1.0)
     index: int | None = None
+    group: int | None = None  # views of one object for a multi-view prior (they share a background)
+
+
+@dataclass
+class OrbitSampler:
+    """Random orbit views around the object, as the reference draws them: elevation = the input
+    view's ``elevation`` plus a uniform offset in [min_ver, max_ver] (kept within +-80 degrees),
+    azimuth uniform in [-180, 180), at distance ``radius``, rendered square at ``resolution``."""
+
+    elevation: float
+    min_ver: float
+    max_ver: float
+    radius: float
+    fovy: float  # degrees
+    resolution: int
+
+    def draw(self, rng) -> tuple:
+        el0 = self.elevation
+        lo = max(min(self.min_ver, self.min_ver - el0), -80 - el0)
+        hi = min(max(self.max_ver, self.max_ver - el0), 80 - el0)
+        return el0 + float(rng.uniform(lo, hi)), float(rng.uniform(-180, 180))
+
+    def view(self, elevation: float, azimuth: float, group: int | None = None) -> View:
+        cam = Camera.orbit(elevation, azimuth, self.radius, self.fovy, self.resolution)
+        return View(cam, elevation, azimuth, self.radius, group=group)

@@ -196,21 +196,20 @@ class Context:
         return self._guidance
 
     def sample_views(self, resolution: int):
-        """Views for this step: the guidance's own (recon) or random orbits around the input
-        elevation, each with a random white/black background."""
+        """Views for this step, as the guidance asks (random orbits around the input elevation, the
+        posed views in recon mode, 4 views per object for multi-view priors), each object with a
+        random white/black background."""
+        from cameras import OrbitSampler
+
         cfg = self.cfg
-        views = self.guidance.sample_views(cfg.batch_size, self.rng)
-        if views is None:
-            el0 = cfg.elevation
-            lo = max(min(cfg.min_ver, cfg.min_ver - el0), -80 - el0)
-            hi = min(max(cfg.max_ver, cfg.max_ver - el0), 80 - el0)
-            views = []
-            for _ in range(cfg.batch_size):
-                el = el0 + float(self.rng.uniform(lo, hi))
-                az = float(self.rng.uniform(-180, 180))
-                views.append(View(Camera.orbit(el, az, cfg.radius, cfg.fovy, resolution), el, az, cfg.radius))
-        for v in views:
-            v.background = (0.0, 0.0, 0.0) if self.rng.random() < cfg.invert_bg_prob else (1.0, 1.0, 1.0)
+        orbit = OrbitSampler(cfg.elevation, cfg.min_ver, cfg.max_ver, cfg.radius, cfg.fovy, resolution)
+        views = self.guidance.sample_views(cfg.batch_size, self.rng, orbit)
+        backgrounds = {}
+        for i, v in enumerate(views):
+            key = i if v.group is None else ("group", v.group)
+            if key not in backgrounds:
+                backgrounds[key] = (0.0, 0.0, 0.0) if self.rng.random() < cfg.invert_bg_prob else (1.0, 1.0, 1.0)
+            v.background = backgrounds[key]
         return views
 
 
@@ -257,7 +256,8 @@ class Stage1:
         self.model.update_learning_rate(self.step)
         loss = torch.zeros((), device=self.device)
         renders = []  # (render output, width, height) of the novel views: densification statistics
-        if self.ctx.ref is not None:  # the input view: RGB and mask losses (not in the statistics, as the reference)
+        if self.ctx.ref is not None and (cfg.lambda_rgb or cfg.lambda_mask):  # the input view: RGB and mask
+            # losses (not in the densification statistics, as the reference; ImageDream trains without them)
             cam, rgb, mask = self.ctx.ref
             out = self.render(cam)
             ramp = step_ratio if cfg.warmup_rgb_loss else 1.0  # both weights ramp in, as the reference
@@ -396,7 +396,7 @@ class Stage2:
         self.step += 1
         step_ratio = min(1.0, self.step / max(cfg.iters_refine, 1))
         loss = torch.zeros((), device=self.device)
-        if self.ctx.ref is not None:  # the input view, where the surface faces the camera
+        if self.ctx.ref is not None and cfg.lambda_ref_view:  # the input view, where the surface faces the camera
             cam, rgb, mask = self.ctx.ref
             out = self.render(cam)
             valid = ((out["alpha"] > 0) & (out["viewcos"][None] > 0.5)).float()

@@ -18,7 +18,7 @@ class ViewGuidance(Guidance):
         self.rgbs = views.rgbs.to(self.device)
         self.masks = views.masks.to(self.device)
 
-    def sample_views(self, batch, rng):
+    def sample_views(self, batch, rng, orbit=None):
         idx = rng.choice(len(self.views), size=batch, replace=batch > len(self.views))
         return [View(self.views.cameras[i], index=int(i)) for i in idx]
 

@@ -13,6 +13,9 @@
    published ``ashawkey/zero123-xl-diffusers`` layout and loaded through the real loading path:
    seconds per stage (model load, training, mesh export, refinement) and peak GPU memory.
    Random weights cost what the trained ones do; the result is noise, so only times count.
+5. One SDS step and one 10-step refinement of each prior at full size (``scripts/bench_guidance.py``:
+   Zero123-XL, SD 2.1, MVDream and ImageDream, the last two from single-file checkpoints in the
+   published key layout, converted on load), with the peak GPU memory of the run.
 
 Writes one JSON file (``--out``) and prints a table. Target on one H100/H200: both stages < 60 s.
 """
@@ -107,7 +110,7 @@ def main():
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--iters-refine", type=int, default=50)
     ap.add_argument("--skip-install", action="store_true", help="do not pip-install gsplat")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["parity", "render_bench", "pipeline"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["parity", "render_bench", "pipeline", "guidance"])
     args = ap.parse_args()
     import torch
 
@@ -136,6 +139,11 @@ def main():
             report["pipeline"] = pipeline(args.device, args.tiny, args.iters, args.iters_refine, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    if "guidance" not in args.skip:
+        bench_json = os.path.join(tempfile.gettempdir(), "gpu_check_guidance.json")
+        r = sh([sys.executable, "scripts/bench_guidance.py", "--models", "zero123", "sd", "mvdream", "imagedream",
+                "--device", args.device, "--json", bench_json, *(["--tiny", "--reps", "1"] if args.tiny else [])])
+        report["guidance_bench"] = json.load(open(bench_json)) if r["rc"] == 0 and os.path.isfile(bench_json) else r
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
     print(f"\nwrote {args.out}")
@@ -149,6 +157,11 @@ def main():
         print(f"| 1 ({s1['iters']} steps) | {s1.get('load_guidance')} | {s1.get('train')} | {s1.get('mesh_export')} | "
               f"{s1.get('total')} | {s1['peak_gpu_gib']} |")
         print(f"| 2 ({s2['iters_refine']} steps) | - | {s2.get('train')} | - | {s2.get('total')} | {s2['peak_gpu_gib']} |")
+    rows = report.get("guidance_bench", {}).get("results")
+    if rows:
+        print("\n| prior | op | views | median (s) | peak GPU (GiB) |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['op']} | {r['views']} | {r['median_s']} | {r['peak_gpu_gib']} |")
     return 0
 
 

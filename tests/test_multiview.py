@@ -1,0 +1,426 @@
+"""MVDream / ImageDream: published single-file checkpoints (built key by key from the reference
+code's module structure in ldm_layouts.py), loaded through the real path; the multi-view
+attention, the camera convention, SDS and both stages end to end."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cameras import Camera, OrbitSampler, View
+from ldm_layouts import build_multiview, multiview_state_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
+SMALL = ["ref_size=64", "resolution_schedule=[64]", "resolution_milestones=[]", "num_pts=600",
+         "density_start_iter=2", "densification_interval=4", "mc_resolution=32", "mc_num_blocks=4",
+         "texture_size=128", "bake_resolution=64", "bake_num_azimuth=4", "bake_elevations=[0]",
+         "decimate_target=3000", "refine_resolution=64", "refine_inference_steps=4", "quiet=true",
+         "rasterizer=torch", "mesh_renderer=torch", "device=cpu", "density_thresh=0.05"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from hub_layouts import write_clip_tokenizer
+
+    folder = str(tmp_path_factory.mktemp("sd21") / "tokenizer")
+    write_clip_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mvdream_file(tmp_path_factory):
+    return build_multiview(str(tmp_path_factory.mktemp("mvdream")), "mvdream")
+
+
+@pytest.fixture(scope="module")
+def imagedream_file(tmp_path_factory):
+    return build_multiview(str(tmp_path_factory.mktemp("imagedream")), "imagedream", fmt="safetensors", seed=1)
+
+
+@pytest.fixture(scope="module")
+def mvdream(mvdream_file, tokenizer):
+    from guidance.mvdream import MVDreamGuidance
+
+    return MVDreamGuidance(mvdream_file, tokenizer=tokenizer, guidance_scale=100.0, weighting="uniform",
+                           anneal_timestep=False).prepare("a corgi", "blurry")
+
+
+@pytest.fixture(scope="module")
+def imagedream(imagedream_file, tokenizer):
+    from guidance.mvdream import ImageDreamGuidance
+
+    g = ImageDreamGuidance(os.path.dirname(imagedream_file), tokenizer=tokenizer, guidance_scale=5.0,
+                           weighting="uniform")
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return g.prepare(image=img, mask=torch.ones(1, 64, 64), prompt="")
+
+
+# ----------------------------------------------------------------------------------- loading
+@pytest.mark.parametrize("kind", ["mvdream", "imagedream"])
+def test_every_key_of_the_published_layout_is_used_or_unused_by_design(kind, mvdream, imagedream):
+    g = mvdream if kind == "mvdream" else imagedream
+    sd = multiview_state_dict(kind, seed=0 if kind == "mvdream" else 1)
+    ledger = g.ledger
+    assert set(ledger.used) | set(ledger.by_design) == set(sd)
+    assert not set(ledger.used) & set(ledger.by_design)
+    # what is unused by design: the OpenCLIP heads and last blocks (penultimate layers) and the derived
+    # schedule buffers; every UNet and VAE tensor is used
+    for k in ledger.by_design:
+        assert k.startswith("cond_stage_model.model.") or k in ("alphas_cumprod_prev", "sqrt_alphas_cumprod",
+                                                                 "sqrt_one_minus_alphas_cumprod",
+                                                                 "log_one_minus_alphas_cumprod",
+                                                                 "sqrt_recip_alphas_cumprod",
+                                                                 "sqrt_recipm1_alphas_cumprod", "posterior_variance",
+                                                                 "posterior_log_variance_clipped",
+                                                                 "posterior_mean_coef1", "posterior_mean_coef2"), k
+    last = "cond_stage_model.model.transformer.resblocks.2."  # tiny text tower: 3 blocks
+    assert any(k.startswith(last) for k in ledger.by_design)
+    # the converted modules hold the file's numbers: sums of every parameter match the sums of the used tensors
+    total = sum(float(sd[k].double().sum()) for k in ledger.used if k not in ("betas", "alphas_cumprod"))
+    mods = g.models()
+    ours = sum(float(p.double().sum()) for m in mods for p in m.parameters())
+    # the vision tower's post_layernorm is loaded from ln_post (used), the text tower has no extra parameters
+    assert ours == pytest.approx(total, rel=1e-6, abs=1e-3)
+
+
+def test_camera_embedding_weights_sit_in_the_diffusers_class_embedding(mvdream):
+    sd = multiview_state_dict("mvdream")
+    lin = mvdream.unet.class_embedding
+    assert torch.equal(lin.linear_1.weight, sd["model.diffusion_model.camera_embed.0.weight"])
+    assert torch.equal(lin.linear_2.bias, sd["model.diffusion_model.camera_embed.2.bias"])
+    assert mvdream.unet.config.class_embed_type == "projection"
+    assert mvdream.unet.config.projection_class_embeddings_input_dim == 16
+    # openaimodel: emb = time_embed(t_emb) + camera_embed(camera), camera_embed = Linear, SiLU, Linear
+    P = "model.diffusion_model.camera_embed."
+    cam = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    h = torch.nn.functional.silu(cam @ sd[P + "0.weight"].T + sd[P + "0.bias"])
+    ref = h @ sd[P + "2.weight"].T + sd[P + "2.bias"]
+    with torch.no_grad():
+        assert torch.allclose(lin(cam), ref, atol=1e-5)
+
+
+def test_image_prompt_projections_land_on_the_matching_attention(imagedream):
+    """to_k_ip of LDM block input_blocks.1.1 belongs to diffusers' down_blocks.0.attentions.0."""
+    sd = multiview_state_dict("imagedream", seed=1)
+    attn = imagedream.unet.get_submodule("down_blocks.0.attentions.0.transformer_blocks.0.attn2")
+    assert torch.equal(attn.processor.to_k_ip.weight,
+                       sd["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k_ip.weight"])
+    assert torch.equal(attn.to_k.weight, sd["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"])
+    up = imagedream.unet.get_submodule("up_blocks.1.attentions.1.transformer_blocks.0.attn2")
+    assert torch.equal(up.processor.to_v_ip.weight,
+                       sd["model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_v_ip.weight"])
+
+
+def test_a_checkpoint_missing_a_tensor_or_with_an_extra_one_is_a_one_line_error(tmp_path, tokenizer):
+    from guidance.loading import ModelLoadError
+    from guidance.mvdream import MVDreamGuidance
+
+    sd = multiview_state_dict("mvdream")
+    broken = dict(sd)
+    del broken["model.diffusion_model.middle_block.1.transformer_blocks.0.attn1.to_q.weight"]
+    torch.save(broken, tmp_path / "a.pt")
+    with pytest.raises(ModelLoadError, match="UNet"):
+        MVDreamGuidance(str(tmp_path / "a.pt"), tokenizer=tokenizer)
+    extra = dict(sd)
+    extra["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn3.to_q.weight"] = torch.zeros(64, 64)
+    torch.save(extra, tmp_path / "b.pt")
+    with pytest.raises(ModelLoadError, match="attn3"):
+        MVDreamGuidance(str(tmp_path / "b.pt"), tokenizer=tokenizer)
+    # an ImageDream file is not an MVDream file
+    torch.save(multiview_state_dict("imagedream"), tmp_path / "c.pt")
+    with pytest.raises(ModelLoadError, match="image_embed|to_k_ip"):
+        MVDreamGuidance(str(tmp_path / "c.pt"), tokenizer=tokenizer)
+    # another schedule than the reference's
+    other = dict(sd)
+    other["betas"] = sd["betas"] * 1.5
+    torch.save(other, tmp_path / "d.pt")
+    with pytest.raises(ModelLoadError, match="betas"):
+        MVDreamGuidance(str(tmp_path / "d.pt"), tokenizer=tokenizer)
+
+
+def test_checkpoints_are_read_without_unpickling_objects(tmp_path, tokenizer):
+    from guidance.loading import ModelLoadError
+    from guidance.mvdream import MVDreamGuidance
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelLoadError, match="could not be read"):
+        MVDreamGuidance(str(tmp_path / "evil.pt"), tokenizer=tokenizer)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_missing_checkpoint_names_the_hub_repo_and_file(tmp_path, tokenizer):
+    from guidance import ModelNotFoundError
+    from guidance.mvdream import ImageDreamGuidance, MVDreamGuidance
+
+    with pytest.raises(ModelNotFoundError, match=r"MVDream/MVDream.*sd-v2\.1-base-4view\.pt.*mvdream_model="):
+        MVDreamGuidance(str(tmp_path), tokenizer=tokenizer)
+    with pytest.raises(ModelNotFoundError, match=r"sd-v2\.1-base-4view-ipmv\.pt.*Peng-Wang/ImageDream"):
+        ImageDreamGuidance("Peng-Wang/ImageDream", tokenizer=tokenizer)  # offline in the tests: not in the cache
+
+
+# ----------------------------------------------------------------------------------- cameras
+def mvdream_camera(elevation, azimuth):
+    """bytedance/MVDream camera_utils: create_camera_to_world_matrix (elevation up-positive, unit
+    sphere) followed by convert_opengl_to_blender, flattened; stated here independently."""
+    el, az = np.radians(elevation), np.radians(azimuth)
+    pos = np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
+    forward = -pos / np.linalg.norm(pos)
+    right = np.cross(forward, [0, 1, 0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.array([right, up, -forward]).T
+    c2w[:3, 3] = pos
+    flip = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    return (flip @ c2w).reshape(16)
+
+
+def test_camera_embedding_of_hand_checked_poses():
+    from guidance.multiview import camera_embedding
+
+    # front view, on the horizon, at distance 2.5: identity rotation, camera on +z (OpenGL) -> -y (Blender)
+    e = camera_embedding(Camera.orbit(0.0, 0.0, 2.5, 49.1, 64).c2w[None])[0].numpy()
+    assert np.allclose(e, [1, 0, 0, 0, 0, 0, -1, -1, 0, 1, 0, 0, 0, 0, 0, 1], atol=1e-6)
+    # azimuth 90: camera on +x. OpenGL c2w rows [0,0,1,3], [0,1,0,0], [-1,0,0,0] (right = -z, up = +y,
+    # backward = +x); the flip takes rows (x, -z, y): [0,0,1,1], [1,0,0,0], [0,1,0,0] with unit translation
+    e = camera_embedding(Camera.orbit(0.0, 90.0, 3.0, 49.1, 64).c2w[None])[0].numpy()
+    assert np.allclose(e, [0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1], atol=1e-6)
+    # ours puts a negative elevation above the object (the reference's orbit_camera); MVDream's get_camera
+    # a positive one: the same pose either way
+    for el, az, r in ((-15.0, 0.0, 2.5), (-30.0, 45.0, 1.7), (20.0, -120.0, 4.0), (-5.0, 270.0, 2.5)):
+        ours = camera_embedding(Camera.orbit(el, az, r, 49.1, 64).c2w[None])[0].numpy()
+        assert np.allclose(ours, mvdream_camera(-el, az), atol=1e-5), (el, az)
+    # the translation is normalised: the radius does not matter
+    a = camera_embedding(Camera.orbit(-10.0, 30.0, 1.0, 49.1, 64).c2w[None])
+    b = camera_embedding(Camera.orbit(-10.0, 30.0, 7.0, 49.1, 64).c2w[None])
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_views_come_in_groups_of_four_90_degrees_apart(mvdream):
+    rng = np.random.default_rng(3)
+    orbit = OrbitSampler(0.0, -30, 30, 2.5, 49.1, 64)
+    views = mvdream.sample_views(2, rng, orbit)
+    assert len(views) == 8 and [v.group for v in views] == [0] * 4 + [1] * 4
+    for g in (views[:4], views[4:]):
+        assert len({v.elevation for v in g}) == 1 and -30 <= g[0].elevation <= 30
+        for i, v in enumerate(g):
+            assert (v.azimuth - g[0].azimuth) == pytest.approx(90.0 * i)
+    assert views[0].elevation != views[4].elevation
+
+
+def test_objects_share_one_background_in_the_trainer(tmp_path, mvdream_file, tokenizer):
+    from config import load_config
+    from trainer import Context
+
+    cfg = load_config(os.path.join(ROOT, "configs", "text_mv.yaml"),
+                      SMALL + ["prompt=a corgi", f"mvdream_model={mvdream_file}", f"mv_tokenizer={tokenizer}",
+                               f"outdir={tmp_path}", "save_path=x", "batch_size=3"])
+    ctx = Context(cfg, log=lambda *a: None)
+    views = ctx.sample_views(64)
+    assert len(views) == 12
+    for k in range(3):
+        assert len({views[4 * k + i].background for i in range(4)}) == 1
+
+
+# ----------------------------------------------------------------------------------- attention
+def test_multiview_attention_mixes_the_four_views_of_one_object_and_nothing_else(mvdream):
+    """Change one view's input: the other three views' outputs change; another object's do not.
+    With plain per-view attention (the processor swapped out) nothing crosses views at all."""
+    unet = mvdream.unet
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, 32, 32, generator=g)
+    t = torch.full((8,), 500)
+    enc = mvdream.text[0].expand(8, -1, -1)
+    cam = mvdream.cameras([View(Camera.orbit(0.0, 90.0 * i, 2.5, 49.1, 64)) for i in range(4)] * 2)
+    mvdream.frames.frames = 4
+
+    def run(inp):
+        with torch.no_grad():
+            return unet(inp, t, encoder_hidden_states=enc, class_labels=cam).sample
+
+    base = run(x)
+    y = x.clone()
+    y[1] += torch.randn(4, 32, 32, generator=g)
+    out = run(y)
+    diff = (out - base).flatten(1).abs().amax(1)
+    assert diff[1] > 1e-3  # the changed view
+    assert (diff[[0, 2, 3]] > 1e-5).all()  # the other views of the same object
+    assert (diff[4:] == 0).all()  # the other object: bit for bit the same
+
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    saved = dict(unet.attn_processors)
+    try:
+        unet.set_attn_processor({k: (AttnProcessor2_0() if k.endswith("attn1.processor") else v)
+                                 for k, v in saved.items()})
+        single = (run(y) - run(x)).flatten(1).abs().amax(1)
+        assert (single[[0, 2, 3]] == 0).all() and single[1] > 1e-3
+    finally:
+        unet.set_attn_processor(saved)
+
+
+def test_multiview_attention_is_attention_over_the_concatenated_views(mvdream):
+    """The processor against the formula: softmax(q k^T / sqrt(d)) v over the 4 views' tokens."""
+    attn = mvdream.unet.get_submodule("down_blocks.0.attentions.0.transformer_blocks.0.attn1")
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 10, attn.to_q.in_features, generator=g)
+    with torch.no_grad():
+        out = attn(x)
+        ref = []
+        for b in range(2):
+            tokens = x[4 * b:4 * b + 4].reshape(40, -1)
+            q, k, v = attn.to_q(tokens), attn.to_k(tokens), attn.to_v(tokens)
+            h = attn.heads
+            d = q.shape[-1] // h
+            heads = []
+            for i in range(h):
+                s = slice(i * d, (i + 1) * d)
+                w = torch.softmax(q[:, s] @ k[:, s].T / math.sqrt(d), -1)
+                heads.append(w @ v[:, s])
+            ref.append(attn.to_out[0](torch.cat(heads, -1)).reshape(4, 10, -1))
+    assert torch.allclose(out, torch.cat(ref), atol=1e-5)
+
+
+def test_image_prompt_attention_adds_attention_to_the_image_tokens(imagedream):
+    attn = imagedream.unet.get_submodule("mid_block.attentions.0.transformer_blocks.0.attn2")
+    p = attn.processor
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 6, attn.to_q.in_features, generator=g)
+    ctx = torch.randn(5, 77 + p.ip_tokens, p.to_k_ip.in_features, generator=g)
+    with torch.no_grad():
+        out = attn(x, encoder_hidden_states=ctx)
+        q = attn.to_q(x)
+        h, d = attn.heads, q.shape[-1] // attn.heads
+
+        def plain(k, v):
+            res = []
+            for i in range(h):
+                s = slice(i * d, (i + 1) * d)
+                res.append(torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / math.sqrt(d), -1) @ v[..., s])
+            return torch.cat(res, -1)
+
+        text, image = ctx[:, :77], ctx[:, 77:]
+        ref = plain(attn.to_k(text), attn.to_v(text)) + plain(p.to_k_ip(image), p.to_v_ip(image))
+        ref = attn.to_out[0](ref)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_imagedream_reference_frame_conditions_the_four_views(imagedream):
+    """The fifth frame (input view latent, zero camera) reaches the other frames through the
+    multi-view attention: a different input image changes the noise prediction of all 4 views."""
+    rng = np.random.default_rng(0)
+    views = imagedream.sample_views(1, rng, OrbitSampler(0.0, -5, 0, 2.5, 49.1, 64))
+    lat = torch.randn(4, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    t = torch.full((4,), 600)
+    with torch.no_grad():
+        a = imagedream._eps(lat, t, views)
+        saved = imagedream.image
+        imagedream.image = (saved[0], saved[1], saved[2] + 1.0)  # another reference latent, same tokens
+        b = imagedream._eps(lat, t, views)
+        imagedream.image = saved
+    assert a.shape == (4, 4, 32, 32)
+    assert ((a - b).flatten(1).abs().amax(1) > 1e-5).all()
+
+
+# ----------------------------------------------------------------------------------- SDS
+@pytest.mark.parametrize("which", ["mvdream", "imagedream"])
+def test_sds_gradient_on_the_renders_is_finite_and_nonzero(which, mvdream, imagedream):
+    g = mvdream if which == "mvdream" else imagedream
+    rng = np.random.default_rng(1)
+    views = g.sample_views(2, rng, OrbitSampler(0.0, -30, 30, 2.5, 49.1, 64))
+    x = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    loss = g.train_step(x, views, 0.4)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    assert (x.grad.flatten(1).abs().amax(1) > 0).all()  # every view receives gradient
+    with pytest.raises(ValueError, match="groups of 4"):
+        g.train_step(x[:3], views[:3], 0.4)
+
+
+def test_sds_is_the_reference_formula(mvdream):
+    """loss = 0.5 * sum((z - stopgrad(z - (eps_cfg - noise)))^2) / B, i.e. d loss / dz = (eps_cfg - noise) / B."""
+    rng = np.random.default_rng(2)
+    views = mvdream.sample_views(1, rng, OrbitSampler(0.0, -30, 30, 2.5, 49.1, 64))
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    state = mvdream.generator.get_state()
+    z = mvdream.encode(x).detach().requires_grad_(True)
+    mvdream.generator.set_state(state)
+    mvdream.encode = lambda images, sample=True, _z=z: _z  # the same latents, with a gradient
+    try:
+        t_state = mvdream.generator.get_state()
+        loss = mvdream.train_step(x, views, 0.5)
+        loss.backward()
+        mvdream.generator.set_state(t_state)
+        t = mvdream.timesteps(0.5, 4)
+        noise = mvdream.randn(z.shape).float()
+        noisy = mvdream.scheduler.add_noise(z.detach(), noise, t)
+        with torch.no_grad():
+            eps = mvdream._eps(noisy, t, views).float()
+        assert len(set(t.tolist())) == 1  # one timestep per object (annealing off in this fixture)
+        assert torch.allclose(z.grad, (eps - noise) / 4, atol=1e-4)
+    finally:
+        del mvdream.encode
+
+
+# ----------------------------------------------------------------------------------- end to end
+def cli(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("config", ["text_mv.yaml", "imagedream.yaml"])
+def test_main_and_main2_end_to_end(tmp_path, config, mvdream_file, imagedream_file, tokenizer):
+    from mesh import Mesh
+
+    if config == "text_mv.yaml":
+        args = ["prompt=a ghost", f"mvdream_model={mvdream_file}"]
+    else:
+        args = [f"input={IMAGE}", f"imagedream_model={imagedream_file}"]
+    args += SMALL + [f"mv_tokenizer={tokenizer}", f"outdir={tmp_path}", "save_path=x", "iters=3", "iters_refine=2"]
+    for script in ("main.py", "main2.py"):
+        r = cli(script, "--config", f"configs/{config}", *args)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr
+    assert Mesh.load(os.path.join(tmp_path, "x.obj")).albedo is not None
+    assert os.path.isfile(os.path.join(tmp_path, "x_model.ply"))
+
+
+@pytest.mark.parametrize("config,args,words", [
+    ("text_mv.yaml", ["prompt=a ghost", "mvdream_model=/nonexistent/sd-v2.1-base-4view.pt"],
+     ["MVDream", "MVDream/MVDream", "sd-v2.1-base-4view.pt", "mvdream_model="]),
+    ("imagedream.yaml", [f"input={IMAGE}", "imagedream_model=/nonexistent"],
+     ["ImageDream", "Peng-Wang/ImageDream", "sd-v2.1-base-4view-ipmv.pt", "imagedream_model="]),
+    ("imagedream.yaml", [f"input={IMAGE}", "lambda_sd=0"], ["lambda_sd"]),
+    ("text_mv.yaml", ["prompt=a ghost", "imagedream=true"], ["choose one"]),
+    ("text_mv.yaml", ["prompt=a ghost", "mvdream_model=MVDREAM", "mv_tokenizer=/nonexistent/tok"],
+     ["tokenizer", "mv_tokenizer="]),
+])
+def test_missing_checkpoints_and_bad_switches_are_one_line_errors(tmp_path, config, args, words, tokenizer,
+                                                                 mvdream_file):
+    args = [a.replace("MVDREAM", mvdream_file) for a in args]
+    r = cli("main.py", "--config", f"configs/{config}", f"outdir={tmp_path}/out", "save_path=x", "iters=1",
+            f"mv_tokenizer={tokenizer}", *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+    assert not os.path.exists(tmp_path / "out") or not [f for f in os.listdir(tmp_path / "out")
+                                                         if not f.startswith(".")]  # nothing written
+
+
+def test_tokens_are_padded_as_open_clip_tokenize(mvdream):
+    """open_clip.tokenize: [sot] + BPE tokens + [eot], zero-padded to 77, truncated keeping eot last."""
+    tok = mvdream.tokenizer
+    sot, eot = tok.convert_tokens_to_ids("<|startoftext|>"), tok.convert_tokens_to_ids("<|endoftext|>")
+    ids = tok(["a corgi"], padding="max_length", max_length=77, truncation=True).input_ids[0]
+    body = tok("a corgi", add_special_tokens=False).input_ids
+    assert ids == [sot] + body + [eot] + [0] * (77 - len(body) - 2)
+    long = tok(["word " * 200], padding="max_length", max_length=77, truncation=True).input_ids[0]
+    assert len(long) == 77 and long[0] == sot and long[-1] == eot
