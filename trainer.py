@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from cameras import Camera, View
+from cameras import Camera
 
 # ------------------------------------------------------------------ utilities
 

@@ -70,6 +70,14 @@ class DiffusionGuidance(Guidance):
         raise NotImplementedError
 
     # ----------------------------------------------------------------------- utils
+    @torch.no_grad()
+    def encode_text(self, prompts):
+        """Text-conditioned priors (``self.tokenizer``, ``self.text_encoder``): the encoder's last
+        hidden states of the prompts, padded / truncated to the tokenizer's 77 tokens."""
+        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        return self.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
+
     def randn(self, shape):
         return torch.randn(shape, generator=self.generator).to(self.device, self.dtype)
 

@@ -41,7 +41,7 @@ def load_tokenizer(path: str, what: str):
     from transformers import CLIPTokenizer
 
     path = os.path.expanduser(str(path))
-    how = f"set mv_tokenizer=/path/to/stable-diffusion-2-1-base/tokenizer (or a hub id reachable from here)"
+    how = "set mv_tokenizer=/path/to/stable-diffusion-2-1-base/tokenizer (or a hub id reachable from here)"
     folder = None
     if os.path.isdir(path):
         folder = os.path.join(path, "tokenizer") if os.path.isdir(os.path.join(path, "tokenizer")) else path
@@ -102,12 +102,6 @@ class MVDreamGuidance(DiffusionGuidance):
         return [self.vae, self.unet, self.text_encoder]
 
     # ------------------------------------------------------------------ conditioning
-    @torch.no_grad()
-    def encode_text(self, prompts):
-        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        return self.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
-
     @torch.no_grad()
     def prepare(self, prompt=None, negative_prompt="", **_):
         if not prompt:

@@ -56,12 +56,6 @@ class StableDiffusionGuidance(DiffusionGuidance):
         return [self.vae, self.unet, self.text_encoder]
 
     @torch.no_grad()
-    def encode_text(self, prompts):
-        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        return self.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
-
-    @torch.no_grad()
     def prepare(self, prompt=None, negative_prompt="", **_):
         if not prompt:
             raise ValueError("Stable Diffusion guidance needs a prompt: set prompt=\"...\" "

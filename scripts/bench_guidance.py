@@ -114,7 +114,7 @@ def main():
                  "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None}
             rows.append(r)
             print(json.dumps(r), flush=True)
-        del g  # free this prior before the next one is built (the full-size ones take several GB)
+        g = None  # free this prior before the next one is built (the full-size ones take several GB)
         import gc
 
         gc.collect()

@@ -110,6 +110,16 @@ def test_image_prompt_projections_land_on_the_matching_attention(imagedream):
     assert torch.equal(attn.processor.to_k_ip.weight,
                        sd["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k_ip.weight"])
     assert torch.equal(attn.to_k.weight, sd["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"])
+    # every block: our LDM name of each attention agrees with diffusers' own conversion of its to_k
+    n = 0
+    for name, proc in imagedream.unet.attn_processors.items():
+        if name.endswith("attn2.processor"):
+            attn = imagedream.unet.get_submodule(name[:-len(".processor")])
+            hits = [k for k, v in sd.items() if k.endswith("attn2.to_k_ip.weight") and torch.equal(v, proc.to_k_ip.weight)]
+            assert len(hits) == 1
+            assert torch.equal(attn.to_k.weight, sd[hits[0].replace("to_k_ip", "to_k")]), name
+            n += 1
+    assert n == 4  # tiny: one on the way down (level 0), the middle one, two on the way up (level 0)
     up = imagedream.unet.get_submodule("up_blocks.1.attentions.1.transformer_blocks.0.attn2")
     assert torch.equal(up.processor.to_v_ip.weight,
                        sd["model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_v_ip.weight"])
