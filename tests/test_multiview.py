@@ -434,3 +434,45 @@ def test_tokens_are_padded_as_open_clip_tokenize(mvdream):
     assert ids == [sot] + body + [eot] + [0] * (77 - len(body) - 2)
     long = tok(["word " * 200], padding="max_length", max_length=77, truncation=True).input_ids[0]
     assert len(long) == 77 and long[0] == sot and long[-1] == eot
+
+
+# ----------------------------------------------------------------------------------- against the reference forward
+def test_converted_mvdream_unet_equals_the_reference_forward(mvdream):
+    """The diffusers UNet with our processors against ldm_reference.unet_forward (openaimodel's
+    forward as plain functions of the raw state dict): 2 objects x 4 views, per-view timesteps."""
+    from ldm_reference import unet_forward
+
+    sd = multiview_state_dict("mvdream")
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(8, 4, 32, 32, generator=g)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    ctx = torch.randn(8, 77, 64, generator=g)
+    cam = torch.randn(8, 16, generator=g)
+    mvdream.frames.frames = 4
+    with torch.no_grad():
+        ours = mvdream.unet(x, t, encoder_hidden_states=ctx, class_labels=cam).sample
+        ref = unet_forward(sd, x, t, ctx, cam, frames=4)
+    assert ref.abs().max() > 1e-3
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()
+
+
+def test_converted_imagedream_unet_and_resampler_equal_the_reference_forward(imagedream):
+    from ldm_reference import resampler, unet_forward
+
+    sd = multiview_state_dict("imagedream", seed=1)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(10, 4, 32, 32, generator=g)
+    t = torch.randint(0, 1000, (10,), generator=g)
+    ctx = torch.randn(10, 77, 64, generator=g)
+    cam = torch.randn(10, 16, generator=g)
+    feats = torch.randn(10, 17, 80, generator=g)  # tiny OpenCLIP vision tower: 4x4 patches + class token, width 80
+    ip_img = torch.randn(2, 4, 32, 32, generator=g)
+    with torch.no_grad():
+        tokens = imagedream.image_embed(feats)
+        assert torch.allclose(tokens, resampler(sd, feats), atol=1e-5)
+        xin = x.clone()
+        xin[4::5] = ip_img  # the reference places the clean latent in each object's last frame
+        imagedream.frames.frames = 5
+        ours = imagedream.unet(xin, t, encoder_hidden_states=torch.cat([ctx, tokens], 1), class_labels=cam).sample
+        ref = unet_forward(sd, x, t, ctx, cam, frames=5, ip=feats, ip_img=ip_img)
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()
