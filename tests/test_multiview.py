@@ -476,3 +476,28 @@ def test_converted_imagedream_unet_and_resampler_equal_the_reference_forward(ima
         ours = imagedream.unet(xin, t, encoder_hidden_states=torch.cat([ctx, tokens], 1), class_labels=cam).sample
         ref = unet_forward(sd, x, t, ctx, cam, frames=5, ip=feats, ip_img=ip_img)
     assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()
+
+
+@pytest.mark.parametrize("name,reference", [
+    # dreamgaussian/dreamgaussian configs/text_mv.yaml and guidance/mvdream_utils.py (guidance_scale=100)
+    ("text_mv.yaml", {"mvdream": True, "lambda_sd": 1, "lambda_zero123": 0, "batch_size": 1, "iters": 500,
+                      "iters_refine": 50, "radius": 2.5, "fovy": 49.1, "num_pts": 5000, "sh_degree": 0,
+                      "position_lr_max_steps": 300, "density_start_iter": 0, "density_end_iter": 3000,
+                      "densification_interval": 50, "opacity_reset_interval": 700, "densify_grad_threshold": 0.01,
+                      "anneal_timestep": True, "invert_bg_prob": 0.5, "sd_guidance_scale": 100, "t_min": 0.02,
+                      "t_max": 0.98, "texture_lr": 0.2, "geom_lr": 0.0001, "density_thresh": 1}),
+    # configs/imagedream.yaml and guidance/imagedream_utils.py (guidance_scale=5); no input-view losses
+    ("imagedream.yaml", {"imagedream": True, "mvdream": False, "lambda_sd": 1, "lambda_zero123": 0, "batch_size": 1,
+                         "iters": 500, "iters_refine": 50, "radius": 2.5, "fovy": 49.1, "min_ver": -5, "max_ver": 0,
+                         "warmup_rgb_loss": True, "position_lr_max_steps": 300, "density_start_iter": 50,
+                         "densification_interval": 50, "imagedream_guidance_scale": 5, "lambda_rgb": 0,
+                         "lambda_mask": 0, "lambda_ref_view": 0, "ref_size": 256, "elevation": 0}),
+])
+def test_configs_carry_the_reference_values(name, reference):
+    from config import load_config
+
+    cfg = load_config(os.path.join(ROOT, "configs", name), ["save_path=x"])
+    for k, v in reference.items():
+        assert cfg[k] == v, (k, cfg[k], v)
+    assert cfg.sds_weighting == "uniform"  # the reference's multi-view SDS has no w(t)
+    assert "ugly, bad anatomy" in cfg.negative_prompt

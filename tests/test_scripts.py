@@ -140,7 +140,8 @@ def test_mesh_from_ply_remeshes_without_training(tmp_path):
 
 def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     """scripts/gpu_check.py's steps with the tiny model: parity tests (skipped without CUDA),
-    the rasterizer benchmark and both stages on a hub-layout checkpoint, into one JSON."""
+    the rasterizer benchmark, both stages on a hub-layout checkpoint and every prior's SDS step,
+    into one JSON."""
     import json
 
     out = tmp_path / "gc.json"
@@ -153,6 +154,9 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     p = rep["pipeline"]
     assert p["stage1"]["iters"] == 3 and p["stage1"]["train"] > 0 and p["stage1"]["mesh_export"] > 0
     assert p["stage2"]["iters_refine"] == 1 and p["stage2"]["train"] > 0
+    rows = rep["guidance_bench"]["results"]  # one SDS step and one refinement of every prior
+    assert {(r["model"], r["op"]) for r in rows} == {(m + " (tiny)", op) for m in ("zero123", "sd", "mvdream", "imagedream")
+                                                     for op in ("sds_step", "refine_10_steps")}
     r = run("scripts/gpu_check.py", "--out", str(tmp_path / "x.json"))
     if not torch.cuda.is_available():
         assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
