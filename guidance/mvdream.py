@@ -88,8 +88,10 @@ class MVDreamGuidance(DiffusionGuidance):
         what = f"{self.name} model '{path}'"
         file = resolve_checkpoint(path, self.hub[0], self.hub[1], f"{self.name} model", self.config_key)
         self.tokenizer = load_tokenizer(self.tokenizer_path, what)  # before the (slow) checkpoint read
+        vision = self.external_vision(what)
         sd = read_checkpoint(file, what)
-        parts, self.unet_config, self.scheduler, self.frames, self.ledger = load_multiview(sd, what, self.image_prompt)
+        parts, self.unet_config, self.scheduler, self.frames, self.ledger = load_multiview(
+            sd, what, self.image_prompt, vision)
         del sd
         for k, m in parts.items():
             setattr(self, k, m)
@@ -100,6 +102,9 @@ class MVDreamGuidance(DiffusionGuidance):
 
     def models(self):
         return [self.vae, self.unet, self.text_encoder]
+
+    def external_vision(self, what):
+        return None
 
     # ------------------------------------------------------------------ conditioning
     @torch.no_grad()
@@ -161,14 +166,30 @@ class ImageDreamGuidance(MVDreamGuidance):
     config_key = "imagedream_model"
     image_prompt = True
 
-    def __init__(self, model_path, **kw):
+    def __init__(self, model_path, image_encoder="", **kw):
         self.image = None
+        self.image_encoder_path = image_encoder or ""
         super().__init__(model_path, **kw)
 
     @classmethod
     def from_config(cls, cfg, device):
-        return cls(cfg.imagedream_model, tokenizer=cfg.mv_tokenizer,
+        return cls(cfg.imagedream_model, tokenizer=cfg.mv_tokenizer, image_encoder=cfg.imagedream_image_encoder,
                    **common_kwargs(cfg, device, cfg.imagedream_guidance_scale))
+
+    def external_vision(self, what):
+        """The vision tower from ``imagedream_image_encoder`` where set (else the file's own)."""
+        if not self.image_encoder_path:
+            return None
+        from guidance.single_file import load_external_vision
+
+        return load_external_vision(self.image_encoder_path, what)
+
+    def image_features(self, pixels):
+        """The penultimate block's hidden states: the file's tower is built one block short, so
+        that is its last hidden state; a whole external tower gives it as hidden_states[-2]."""
+        if self.image_encoder_path:
+            return self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
+        return self.image_encoder(pixels).last_hidden_state
 
     def models(self):
         return [self.vae, self.unet, self.text_encoder, self.image_encoder, self.image_embed]
@@ -200,7 +221,7 @@ class ImageDreamGuidance(MVDreamGuidance):
         img = image if mask is None else image * mask + (1 - mask)
         x = F.interpolate(img[None].to(self.device, torch.float32), (self.image_size, self.image_size),
                           mode="bilinear", align_corners=False)
-        feats = self.image_encoder(self.clip_pixels(x)).last_hidden_state  # [1, tokens, width]
+        feats = self.image_features(self.clip_pixels(x))  # [1, tokens, width]
         self.image = (self.image_embed(feats), self.image_embed(torch.zeros_like(feats)), self.encode(x))
         self.text = (self.encode_text([prompt or ""]), self.encode_text([negative_prompt or ""]))
         return self

@@ -350,8 +350,9 @@ def load_vision_encoder(ledger: Ledger):
 
     sd, what, p = ledger.sd, ledger.what, VISUAL
     if p + "conv1.weight" not in sd:
-        raise ModelLoadError(f"{what}: no OpenCLIP vision tower ('{p}conv1.weight'): ImageDream needs it for "
-                             "the image prompt")
+        raise ModelLoadError(f"{what}: the file holds no OpenCLIP vision tower ('{p}conv1.weight'); set "
+                             "imagedream_image_encoder=laion/CLIP-ViT-H-14-laion2B-s32B-b79K (the same tower, "
+                             "transformers layout)")
     width, _, patch, _ = sd[p + "conv1.weight"].shape
     grid = int(round((need(sd, p + "positional_embedding", what, "vision tower").shape[0] - 1) ** 0.5))
     blocks = _blocks(sd, p + "transformer.resblocks.")
@@ -413,10 +414,50 @@ def check_schedule(ledger: Ledger, scheduler):
                 "derived from betas (which is checked)")
 
 
-def load_multiview(sd: dict, what: str, image_prompt: bool):
+def load_external_vision(path: str, what: str):
+    """OpenCLIP ViT-H/14's vision tower in transformers layout (a CLIPModel or CLIPVisionModel
+    folder or hub id, e.g. ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``: its config.json and one weight
+    file are fetched), for ImageDream files without one. Every vision weight must load."""
+    from transformers import CLIPVisionModel
+
+    from guidance.loading import resolve_folder
+
+    quiet_libraries()
+    folder = os.path.expanduser(str(path))
+    if not os.path.isdir(folder) and not _looks_like_path(folder):
+        try:
+            from huggingface_hub import list_repo_files, snapshot_download
+
+            if offline() or not hub_reachable():
+                folder = snapshot_download(folder, local_files_only=True)
+            else:
+                files = list_repo_files(folder)
+                weights = next((f for f in ("model.safetensors", "pytorch_model.bin") if f in files), None)
+                folder = snapshot_download(folder, allow_patterns=["config.json"] + ([weights] if weights else []))
+        except Exception as e:
+            raise ModelNotFoundError(f"{what}: imagedream_image_encoder '{path}' could not be loaded from the hub or "
+                                     f"the local cache ({type(e).__name__}); download it where the hub is reachable "
+                                     "and set imagedream_image_encoder=/path/to/folder") from None
+    else:
+        folder = resolve_folder(folder, f"{what}: imagedream_image_encoder", "imagedream_image_encoder")
+    try:
+        model, info = CLIPVisionModel.from_pretrained(folder, output_loading_info=True, local_files_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ModelLoadError(f"{what}: imagedream_image_encoder {folder} did not load as a CLIP vision model "
+                             f"({type(e).__name__}: {msg})") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
+    if missing:
+        raise ModelLoadError(f"{what}: imagedream_image_encoder {folder} lacks vision weight '{missing[0]}'")
+    return model
+
+
+def load_multiview(sd: dict, what: str, image_prompt: bool, vision=None):
     """All parts of an MVDream (``image_prompt=False``) or ImageDream checkpoint. Returns a dict of
     modules (vae, unet, text_encoder, [image_encoder, image_embed]), the UNet config, the
-    scheduler, the frame counter and the ledger (what was used, what was left by design)."""
+    scheduler, the frame counter and the ledger (what was used, what was left by design).
+    ``vision``: an ImageDream vision tower loaded from elsewhere (``load_external_vision``), used
+    instead of the file's (whose tensors, if any, are then left by design)."""
     from guidance.multiview import FrameCount, attach_multiview
 
     quiet_libraries()
@@ -429,7 +470,15 @@ def load_multiview(sd: dict, what: str, image_prompt: bool):
         ip = {"context_dim": cfg["cross_attention_dim"], "tokens": parts["image_embed"].latents.shape[1],
               "weight": 1.0}
         load_image_prompt(ledger, unet, cfg, attach_multiview(unet, count, ip))
-        parts["image_encoder"] = load_vision_encoder(ledger)
+        if vision is None:
+            parts["image_encoder"] = load_vision_encoder(ledger)
+        else:
+            width = parts["image_embed"].proj_in.in_features
+            if vision.config.hidden_size != width:
+                raise ModelLoadError(f"{what}: imagedream_image_encoder is {vision.config.hidden_size} wide, the "
+                                     f"image-prompt resampler takes {width} (not OpenCLIP ViT-H/14?)")
+            ledger.skip([k for k in sd if k.startswith(VISUAL)], "vision tower taken from imagedream_image_encoder")
+            parts["image_encoder"] = vision
     else:
         attach_multiview(unet, count)
     ledger.require_all(UNET, "the UNet")

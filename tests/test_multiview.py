@@ -411,10 +411,12 @@ def test_main_and_main2_end_to_end(tmp_path, config, mvdream_file, imagedream_fi
     ("text_mv.yaml", ["prompt=a ghost", "imagedream=true"], ["choose one"]),
     ("text_mv.yaml", ["prompt=a ghost", "mvdream_model=MVDREAM", "mv_tokenizer=/nonexistent/tok"],
      ["tokenizer", "mv_tokenizer="]),
+    ("imagedream.yaml", [f"input={IMAGE}", "imagedream_model=IMAGEDREAM", "imagedream_image_encoder=/nonexistent/clip"],
+     ["imagedream_image_encoder", "/nonexistent/clip"]),
 ])
 def test_missing_checkpoints_and_bad_switches_are_one_line_errors(tmp_path, config, args, words, tokenizer,
-                                                                 mvdream_file):
-    args = [a.replace("MVDREAM", mvdream_file) for a in args]
+                                                                 mvdream_file, imagedream_file):
+    args = [a.replace("MVDREAM", mvdream_file).replace("IMAGEDREAM", imagedream_file) for a in args]
     r = cli("main.py", "--config", f"configs/{config}", f"outdir={tmp_path}/out", "save_path=x", "iters=1",
             f"mv_tokenizer={tokenizer}", *args)
     assert r.returncode == 2, r.stderr[-2000:]
@@ -501,3 +503,71 @@ def test_configs_carry_the_reference_values(name, reference):
         assert cfg[k] == v, (k, cfg[k], v)
     assert cfg.sds_weighting == "uniform"  # the reference's multi-view SDS has no w(t)
     assert "ugly, bad anatomy" in cfg.negative_prompt
+
+
+# ----------------------------------------------------------------------------------- vision tower from elsewhere
+@pytest.fixture(scope="module")
+def laion_like(tmp_path_factory):
+    """A CLIPModel folder as laion/CLIP-ViT-H-14-laion2B-s32B-b79K ships it for transformers
+    (config.json of a CLIPModel, model.safetensors), with the tiny layout's vision tower sizes."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(3)
+    cfg = CLIPConfig(text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1,
+                                      vocab_size=514),
+                     vision_config=dict(hidden_size=80, intermediate_size=320, num_hidden_layers=3, num_attention_heads=1,
+                                        image_size=32, patch_size=8, hidden_act="gelu", layer_norm_eps=1e-5),
+                     projection_dim=64)
+    folder = str(tmp_path_factory.mktemp("laion_clip"))
+    CLIPModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def open_clip_visual_keys(folder):
+    """The laion folder's vision tower under OpenCLIP's names (``cond_stage_model.model.visual.*``)."""
+    from transformers import CLIPModel
+
+    m = CLIPModel.from_pretrained(folder).state_dict()
+    v = {k.split("vision_model.", 1)[1]: t for k, t in m.items() if "vision_model." in k}
+    p = "cond_stage_model.model.visual."
+    out = {p + "class_embedding": v["embeddings.class_embedding"],
+           p + "positional_embedding": v["embeddings.position_embedding.weight"],
+           p + "conv1.weight": v["embeddings.patch_embedding.weight"],
+           p + "proj": m[next(k for k in m if k.endswith("visual_projection.weight"))].T.contiguous()}
+    for ours, theirs in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
+        for s in ("weight", "bias"):
+            out[p + f"{ours}.{s}"] = v[f"{theirs}.{s}"]
+    for i in range(3):
+        a, b = f"encoder.layers.{i}.", p + f"transformer.resblocks.{i}."
+        for s in ("weight", "bias"):
+            out[b + f"attn.in_proj_{s}"] = torch.cat([v[a + f"self_attn.{n}_proj.{s}"] for n in "qkv"])
+            for ours, theirs in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("attn.out_proj", "self_attn.out_proj"),
+                                 ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+                out[b + f"{ours}.{s}"] = v[a + f"{theirs}.{s}"]
+    return out
+
+
+def test_a_file_without_the_vision_tower_takes_it_from_imagedream_image_encoder(tmp_path, tokenizer, laion_like):
+    from guidance.loading import ModelLoadError
+    from guidance.mvdream import ImageDreamGuidance
+
+    sd = multiview_state_dict("imagedream", seed=1)
+    bare = {k: t for k, t in sd.items() if not k.startswith("cond_stage_model.model.visual.")}
+    torch.save(bare, tmp_path / "bare.pt")
+    with pytest.raises(ModelLoadError, match="imagedream_image_encoder=laion/CLIP-ViT-H-14"):
+        ImageDreamGuidance(str(tmp_path / "bare.pt"), tokenizer=tokenizer)
+    external = ImageDreamGuidance(str(tmp_path / "bare.pt"), tokenizer=tokenizer, image_encoder=laion_like)
+    assert set(external.ledger.used) | set(external.ledger.by_design) == set(bare)
+    # the same weights inside the file (OpenCLIP names) give the same image-prompt features
+    torch.save({**bare, **open_clip_visual_keys(laion_like)}, tmp_path / "full.pt")
+    inside = ImageDreamGuidance(str(tmp_path / "full.pt"), tokenizer=tokenizer)
+    px = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = external.image_features(px), inside.image_features(px)
+    assert a.shape == (1, 17, 80) and torch.allclose(a, b, atol=1e-5)
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    external.prepare(image=img, mask=torch.ones(1, 64, 64))
+    views = external.sample_views(1, np.random.default_rng(0), OrbitSampler(0.0, -5, 0, 2.5, 49.1, 64))
+    x = torch.rand(4, 3, 64, 64, requires_grad=True)
+    external.train_step(x, views, 0.5).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
