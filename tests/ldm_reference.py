@@ -151,3 +151,25 @@ def unet_forward(sd, x, t, context, camera, frames, ip=None, ip_img=None):
         i += 1
     h = F.silu(gn(sd, P + "out.0", h, 1e-5))
     return F.conv2d(h, sd[P + "out.2.weight"], sd[P + "out.2.bias"], padding=1)
+
+
+def open_clip_text(sd, tokens, p="cond_stage_model.model."):
+    """FrozenOpenCLIPEmbedder(layer="penultimate"): token + positional embedding, every residual
+    block but the last (causal attention, GELU MLP), then ln_final."""
+    x = sd[p + "token_embedding.weight"][tokens] + sd[p + "positional_embedding"]
+    n = x.shape[1]
+    blocks = len({k.split(".")[4] for k in sd if k.startswith(p + "transformer.resblocks.")})
+    mask = torch.full((n, n), float("-inf")).triu(1)
+    for i in range(blocks - 1):
+        b = f"{p}transformer.resblocks.{i}."
+        h = ln(sd, b + "ln_1", x)
+        q, k, v = F.linear(h, sd[b + "attn.in_proj_weight"], sd[b + "attn.in_proj_bias"]).chunk(3, -1)
+        heads = x.shape[-1] // HEAD
+        B, N, C = q.shape
+        d = C // heads
+        q, k, v = (t.reshape(B, N, heads, d).permute(0, 2, 1, 3) for t in (q, k, v))
+        w = torch.softmax(q @ k.transpose(-1, -2) * d ** -0.5 + mask, -1)
+        a = (w @ v).permute(0, 2, 1, 3).reshape(B, N, C)
+        x = x + lin(sd, b + "attn.out_proj", a)
+        x = x + lin(sd, b + "mlp.c_proj", F.gelu(lin(sd, b + "mlp.c_fc", ln(sd, b + "ln_2", x))))
+    return ln(sd, p + "ln_final", x)

@@ -571,3 +571,15 @@ def test_a_file_without_the_vision_tower_takes_it_from_imagedream_image_encoder(
     x = torch.rand(4, 3, 64, 64, requires_grad=True)
     external.train_step(x, views, 0.5).backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_text_encoder_is_open_clip_penultimate_layer(mvdream):
+    """The converted text tower against FrozenOpenCLIPEmbedder(layer="penultimate") restated."""
+    from ldm_reference import open_clip_text
+
+    sd = multiview_state_dict("mvdream")
+    tokens = torch.randint(0, 514, (2, 77), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ours = mvdream.text_encoder(tokens)[0]
+        ref = open_clip_text(sd, tokens)
+    assert torch.allclose(ours, ref, atol=1e-4), (ours - ref).abs().max()
