@@ -6,8 +6,9 @@
 Upload an image (or pick an example), optionally remove its background (rembg), set the
 elevation it was taken from, and run both stages with a progress bar; the page shows the .glb in
 3D, a turntable animation, and offers the files for download. The model is the config's
-``guidance_model`` (override it like any key: ``guidance_model=/models/zero123-xl``); when it is
-not on this machine, the page says what to download before anything runs.
+``guidance_model`` (override it like any key: ``guidance_model=/models/zero123-xl``), or ImageDream
+with ``--config configs/imagedream.yaml``; when it is not on this machine, the page says what to
+download before anything runs.
 """
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "data", "*_rgba.png")))
 
 
 def model_status(cfg) -> tuple[bool, str]:
+    """Whether the config's image prior (Zero123, or ImageDream with imagedream=true) is on this
+    machine, and what to download where it is not."""
+    if cfg.imagedream:
+        from guidance.mvdream import IMAGEDREAM
+        from guidance.single_file import find_checkpoint
+
+        model, (repo, file) = str(cfg.imagedream_model), IMAGEDREAM
+        where = find_checkpoint(model, file)
+        if where:
+            return True, f"Model: ImageDream `{where}`."
+        return False, (f"**The model is not on this machine.** `{model}` holds no `{file}`. ImageDream (one file, "
+                       f"about 8 GB) is needed: download it with `huggingface-cli download {repo} {file} --local-dir "
+                       f"/models/imagedream` where the hub is reachable, then start the app with "
+                       f"`python app.py --config configs/imagedream.yaml imagedream_model=/models/imagedream`.")
     from guidance.loading import find_local
 
     model = str(cfg.guidance_model)

@@ -44,6 +44,14 @@ LINEAR_START, LINEAR_END, TIMESTEPS = 0.00085, 0.012, 1000  # the reference's be
 
 
 # ------------------------------------------------------------------------------ finding the file
+def file_in(folder: str, filename: str) -> str | None:
+    """``filename`` in ``folder``, or its ``.safetensors`` conversion."""
+    for name in (filename, os.path.splitext(filename)[0] + ".safetensors"):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
 def resolve_checkpoint(path: str, repo: str, filename: str, what: str, key: str) -> str:
     """The local file of a single-file checkpoint: ``path`` itself, ``path/filename`` for a folder,
     or ``filename`` of hub repo ``path`` (downloaded, or from the cache when offline). One-line
@@ -54,10 +62,10 @@ def resolve_checkpoint(path: str, repo: str, filename: str, what: str, key: str)
     if os.path.isfile(path):
         return path
     if os.path.isdir(path):
-        for name in (filename, os.path.splitext(filename)[0] + ".safetensors"):
-            if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise ModelNotFoundError(f"{what}: {path} holds no {filename}; {how}")
+        found = file_in(path, filename)
+        if found is None:
+            raise ModelNotFoundError(f"{what}: {path} holds no {filename}; {how}")
+        return found
     if _looks_like_path(path):
         raise ModelNotFoundError(f"{what}: no file at {path}; {how}")
     try:
@@ -68,6 +76,24 @@ def resolve_checkpoint(path: str, repo: str, filename: str, what: str, key: str)
     except Exception as e:  # offline, unknown repo, missing file: the same one line for the user
         raise ModelNotFoundError(f"{what}: {filename} of '{path}' could not be loaded from the hub or the local "
                                  f"cache ({type(e).__name__}); {how}") from None
+
+
+def find_checkpoint(path: str, filename: str) -> str | None:
+    """The local file of a single-file checkpoint (the file, in the folder, or in the Hugging Face
+    cache for a hub repo) without downloading anything; None when it is not here."""
+    path = os.path.expanduser(str(path))
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        return file_in(path, filename)
+    if _looks_like_path(path):
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(path, filename, local_files_only=True)
+    except Exception:
+        return None
 
 
 def read_checkpoint(file: str, what: str) -> dict:

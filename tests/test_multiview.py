@@ -583,3 +583,17 @@ def test_text_encoder_is_open_clip_penultimate_layer(mvdream):
         ours = mvdream.text_encoder(tokens)[0]
         ref = open_clip_text(sd, tokens)
     assert torch.allclose(ours, ref, atol=1e-4), (ours - ref).abs().max()
+
+
+def test_demo_app_names_the_imagedream_file_to_download(tmp_path, imagedream_file):
+    sys.path.insert(0, ROOT)
+    from app import model_status
+    from config import load_config
+
+    cfg = load_config(os.path.join(ROOT, "configs", "imagedream.yaml"), ["save_path=x", f"imagedream_model={tmp_path}"])
+    ok, msg = model_status(cfg)
+    assert not ok and "huggingface-cli download Peng-Wang/ImageDream sd-v2.1-base-4view-ipmv.pt" in msg
+    cfg = load_config(os.path.join(ROOT, "configs", "imagedream.yaml"),
+                      ["save_path=x", f"imagedream_model={os.path.dirname(imagedream_file)}"])
+    ok, msg = model_status(cfg)
+    assert ok and imagedream_file in msg
