@@ -86,14 +86,25 @@ def resolve_folder(path: str, what: str, config_key: str) -> str:
     if _looks_like_path(path):
         raise ModelNotFoundError(f"{what}: no folder at {path}; {local} in diffusers layout")
     how = f"download it with `huggingface-cli download {path}` where the hub is reachable, or {local}"
-    try:
+
+    def fetch(local_only):
         from huggingface_hub import list_repo_files, snapshot_download
 
-        if offline() or not hub_reachable():  # no 30 s of retries: the cache, or the one-line error
+        if local_only:
             return snapshot_download(path, local_files_only=True)
         return snapshot_download(path, allow_patterns=hub_patterns(list_repo_files(path)))
-    except Exception as e:  # offline, unknown repo, gated, network: all end the same way for the user
-        raise ModelNotFoundError(f"{what}: '{path}' could not be loaded from the hub or the local cache "
+    return from_hub(fetch, what, f"'{path}'", how)
+
+
+def from_hub(fetch, what: str, name: str, how: str):
+    """``fetch(local_only)`` (a huggingface_hub download) against the hub, or only against the local
+    cache when offline or without a route (no 30 s of retries). Any failure (offline, unknown repo,
+    gated, missing file, network) ends the same way for the user: one line naming ``name`` and
+    ``how`` to get it."""
+    try:
+        return fetch(offline() or not hub_reachable())
+    except Exception as e:
+        raise ModelNotFoundError(f"{what}: {name} could not be loaded from the hub or the local cache "
                                  f"({type(e).__name__}); {how}") from None
 
 

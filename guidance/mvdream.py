@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from guidance.diffusion import DiffusionGuidance, common_kwargs
-from guidance.loading import ModelLoadError, ModelNotFoundError, _looks_like_path, hub_reachable, offline
+from guidance.loading import ModelLoadError, ModelNotFoundError, _looks_like_path, from_hub
 from guidance.multiview import camera_embedding
 
 MVDREAM = ("MVDream/MVDream", "sd-v2.1-base-4view.pt")
@@ -42,21 +42,16 @@ def load_tokenizer(path: str, what: str):
 
     path = os.path.expanduser(str(path))
     how = "set mv_tokenizer=/path/to/stable-diffusion-2-1-base/tokenizer (or a hub id reachable from here)"
-    folder = None
     if os.path.isdir(path):
         folder = os.path.join(path, "tokenizer") if os.path.isdir(os.path.join(path, "tokenizer")) else path
     elif _looks_like_path(path):
         raise ModelNotFoundError(f"{what}: no tokenizer folder at {path}; {how}")
     else:
-        try:
-            from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download
 
-            local = offline() or not hub_reachable()
-            folder = os.path.join(snapshot_download(path, allow_patterns=["tokenizer/*"], local_files_only=local),
-                                  "tokenizer")
-        except Exception as e:
-            raise ModelNotFoundError(f"{what}: the tokenizer of '{path}' could not be loaded from the hub or the local "
-                                     f"cache ({type(e).__name__}); {how}") from None
+        def fetch(local_only):
+            return snapshot_download(path, allow_patterns=["tokenizer/*"], local_files_only=local_only)
+        folder = os.path.join(from_hub(fetch, what, f"the tokenizer of '{path}'", how), "tokenizer")
     if not os.path.isfile(os.path.join(folder, "vocab.json")):
         raise ModelNotFoundError(f"{what}: {folder} has no vocab.json (not a CLIP tokenizer); {how}")
     try:
@@ -154,7 +149,6 @@ class MVDreamGuidance(DiffusionGuidance):
         pos, neg = self.text
         enc = torch.cat([pos.expand(B, -1, -1), neg.expand(B, -1, -1)])
         cam = self.cameras(views).repeat(2, 1)
-        self.frames.frames = VIEWS
         eps = self.unet(torch.cat([latents_noisy] * 2), torch.cat([t] * 2), encoder_hidden_states=enc,
                         class_labels=cam).sample
         return self.cfg_combine(eps)
@@ -245,7 +239,6 @@ class ImageDreamGuidance(MVDreamGuidance):
                          frames(latents_noisy, torch.zeros_like(ref, dtype=latents_noisy.dtype))])
         tt = frames(t, t.reshape(n, VIEWS)[:, :1])
         cam = frames(self.cameras(views), torch.zeros(1, 16, device=self.device, dtype=self.dtype))
-        self.frames.frames = F5
         eps = self.unet(lat, torch.cat([tt, tt]), encoder_hidden_states=torch.cat([ctx_pos, ctx_neg]),
                         class_labels=cam.repeat(2, 1)).sample
         keep = torch.ones(n, F5, dtype=torch.bool)

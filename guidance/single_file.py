@@ -29,7 +29,7 @@ import re
 import torch
 
 from guidance import ModelNotFoundError
-from guidance.loading import ModelLoadError, _looks_like_path, hub_reachable, offline, quiet_libraries
+from guidance.loading import ModelLoadError, _looks_like_path, from_hub, quiet_libraries, resolve_folder
 
 UNET, VAE, CLIP = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.model."
 VISUAL = CLIP + "visual."
@@ -68,14 +68,10 @@ def resolve_checkpoint(path: str, repo: str, filename: str, what: str, key: str)
         return found
     if _looks_like_path(path):
         raise ModelNotFoundError(f"{what}: no file at {path}; {how}")
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        local_only = offline() or not hub_reachable()
-        return hf_hub_download(path, filename, local_files_only=local_only)
-    except Exception as e:  # offline, unknown repo, missing file: the same one line for the user
-        raise ModelNotFoundError(f"{what}: {filename} of '{path}' could not be loaded from the hub or the local "
-                                 f"cache ({type(e).__name__}); {how}") from None
+    return from_hub(lambda local_only: hf_hub_download(path, filename, local_files_only=local_only), what,
+                    f"{filename} of '{path}'", how)
 
 
 def find_checkpoint(path: str, filename: str) -> str | None:
@@ -446,24 +442,19 @@ def load_external_vision(path: str, what: str):
     file are fetched), for ImageDream files without one. Every vision weight must load."""
     from transformers import CLIPVisionModel
 
-    from guidance.loading import resolve_folder
-
     quiet_libraries()
     folder = os.path.expanduser(str(path))
     if not os.path.isdir(folder) and not _looks_like_path(folder):
-        try:
+        def fetch(local_only):
             from huggingface_hub import list_repo_files, snapshot_download
 
-            if offline() or not hub_reachable():
-                folder = snapshot_download(folder, local_files_only=True)
-            else:
-                files = list_repo_files(folder)
-                weights = next((f for f in ("model.safetensors", "pytorch_model.bin") if f in files), None)
-                folder = snapshot_download(folder, allow_patterns=["config.json"] + ([weights] if weights else []))
-        except Exception as e:
-            raise ModelNotFoundError(f"{what}: imagedream_image_encoder '{path}' could not be loaded from the hub or "
-                                     f"the local cache ({type(e).__name__}); download it where the hub is reachable "
-                                     "and set imagedream_image_encoder=/path/to/folder") from None
+            if local_only:
+                return snapshot_download(folder, local_files_only=True)
+            files = list_repo_files(folder)
+            weights = next((f for f in ("model.safetensors", "pytorch_model.bin") if f in files), None)
+            return snapshot_download(folder, allow_patterns=["config.json"] + ([weights] if weights else []))
+        folder = from_hub(fetch, what, f"imagedream_image_encoder '{path}'", "download it where the hub is reachable "
+                          "and set imagedream_image_encoder=/path/to/folder")
     else:
         folder = resolve_folder(folder, f"{what}: imagedream_image_encoder", "imagedream_image_encoder")
     try:

@@ -1,5 +1,8 @@
-"""Small scene builders shared by the tests."""
+"""Small scene builders and a command-line runner shared by the tests."""
 import math
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -42,3 +45,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, cwd=ROOT, timeout=300):
+    """Run ``python *args`` in the repository (or ``cwd``), offline, capturing its output."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})

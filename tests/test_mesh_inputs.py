@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +16,7 @@ from PIL import Image
 from cameras import Camera
 from mesh import Mesh, MeshFormatError, NEUTRAL_GREY
 from mesh_renderer import render_mesh
+from helpers import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "data", "meshes")
@@ -313,11 +313,6 @@ def test_vertex_colours_survive_an_obj_and_glb_round_trip(tmp_path):
 
 
 # ------------------------------------------------------------------ through the command line
-def cli(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
 @pytest.mark.parametrize("name", [n for n, (k, _) in EXPECTED.items() if k == "error"])
 def test_unusable_corpus_files_are_one_line_errors_from_main_and_eval(tmp_path, name):
     path = os.path.join(CORPUS, name)

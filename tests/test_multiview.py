@@ -3,7 +3,6 @@ code's module structure in ldm_layouts.py), loaded through the real path; the mu
 attention, the camera convention, SDS and both stages end to end."""
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from cameras import Camera, OrbitSampler, View
+from helpers import cli
 from ldm_layouts import build_multiview, multiview_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -381,10 +381,6 @@ def test_sds_is_the_reference_formula(mvdream):
 
 
 # ----------------------------------------------------------------------------------- end to end
-def cli(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-
 @pytest.mark.parametrize("config", ["text_mv.yaml", "imagedream.yaml"])
 def test_main_and_main2_end_to_end(tmp_path, config, mvdream_file, imagedream_file, tokenizer):
     from mesh import Mesh
@@ -395,7 +391,7 @@ def test_main_and_main2_end_to_end(tmp_path, config, mvdream_file, imagedream_fi
         args = [f"input={IMAGE}", f"imagedream_model={imagedream_file}"]
     args += SMALL + [f"mv_tokenizer={tokenizer}", f"outdir={tmp_path}", "save_path=x", "iters=3", "iters_refine=2"]
     for script in ("main.py", "main2.py"):
-        r = cli(script, "--config", f"configs/{config}", *args)
+        r = cli(script, "--config", f"configs/{config}", *args, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "Traceback" not in r.stderr
     assert Mesh.load(os.path.join(tmp_path, "x.obj")).albedo is not None

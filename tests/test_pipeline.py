@@ -12,6 +12,7 @@ import torch
 from config import load_config
 from gaussians import GaussianModel
 from mesh import Mesh
+from helpers import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
@@ -101,11 +102,6 @@ def test_reconstruction_of_spot_end_to_end(tmp_path):
 
 
 # ------------------------------------------------------------------ bad inputs
-def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
 def digest(folder):
     return {n: hashlib.md5(open(os.path.join(folder, n), "rb").read()).hexdigest() for n in sorted(os.listdir(folder))}
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
@@ -14,8 +16,7 @@ SPOT = os.path.join(ROOT, "data", "spot", "spot_triangulated.obj")
 
 
 def run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return cli(*args, timeout=600)
 
 
 def test_process_recentres_and_resizes(tmp_path):
