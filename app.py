@@ -8,7 +8,10 @@ elevation it was taken from, and run both stages with a progress bar; the page s
 3D, a turntable animation, and offers the files for download. The model is the config's
 ``guidance_model`` (override it like any key: ``guidance_model=/models/zero123-xl``), or ImageDream
 with ``--config configs/imagedream.yaml``; when it is not on this machine, the page says what to
-download before anything runs.
+download before anything runs. Where the config's Zero123 is not on this machine and no
+``guidance_model=`` was given, the page runs the toy Zero123 trained here instead
+(models/toy-zero123 with configs/toy.yaml): Generate works offline on the toy examples, and the
+page says what that model is and what to download for real images.
 """
 from __future__ import annotations
 
@@ -22,11 +25,16 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
 
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "data", "*_rgba.png")))
+TOY_CONFIG = os.path.join(ROOT, "configs", "toy.yaml")
+TOY_MODEL = os.path.join(ROOT, "models", "toy-zero123")
+TOY_EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "data", "toy", "*_rgba.png")))
 
 
 def model_status(cfg) -> tuple[bool, str]:
     """Whether the config's image prior (Zero123, or ImageDream with imagedream=true) is on this
     machine, and what to download where it is not."""
+    from guidance.loading import download_command
+
     if cfg.imagedream:
         from guidance.mvdream import IMAGEDREAM
         from guidance.single_file import find_checkpoint
@@ -36,8 +44,8 @@ def model_status(cfg) -> tuple[bool, str]:
         if where:
             return True, f"Model: ImageDream `{where}`."
         return False, (f"**The model is not on this machine.** `{model}` holds no `{file}`. ImageDream (one file, "
-                       f"about 8 GB) is needed: download it with `huggingface-cli download {repo} {file} --local-dir "
-                       f"/models/imagedream` where the hub is reachable, then start the app with "
+                       f"about 8 GB) is needed: download it with `{download_command(repo, file, '/models/imagedream')}` "
+                       f"where the hub is reachable, then start the app with "
                        f"`python app.py --config configs/imagedream.yaml imagedream_model=/models/imagedream`.")
     from guidance.loading import find_local
 
@@ -47,9 +55,33 @@ def model_status(cfg) -> tuple[bool, str]:
         return True, f"Model: `{model}` (found at `{where}`)."
     hub = "ashawkey/zero123-xl-diffusers" if os.sep in model or model.startswith(".") else model
     return False, (f"**The model is not on this machine.** `{model}` is not here. Zero123-XL (about 5 GB) is "
-                   f"needed: download it with `huggingface-cli download {hub} --local-dir /models/zero123-xl` "
+                   f"needed: download it with `{download_command(hub, local_dir='/models/zero123-xl')}` "
                    f"where the hub is reachable, then start the app with "
                    f"`python app.py guidance_model=/models/zero123-xl`.")
+
+
+def choose_model(config: str, overrides: list):
+    """(config, overrides, status line, examples) of the page: the config as given, or, where its
+    Zero123 is missing and the user named no ``guidance_model``, the toy model trained here."""
+    from config import load_config
+    from guidance.loading import download_command
+
+    base = load_config(config, overrides + ["save_path=demo"])  # a bad key fails here, before the page
+    ok, status = model_status(base)
+    named = any(o.split("=", 1)[0] == "guidance_model" for o in overrides)
+    if ok or base.imagedream or named or not os.path.isfile(os.path.join(TOY_MODEL, "model_index.json")):
+        return config, overrides, status, EXAMPLES
+    toy = overrides + [f"guidance_model={TOY_MODEL}"]
+    load_config(TOY_CONFIG, toy + ["save_path=demo"])
+    hub = str(base.guidance_model)
+    real = hub if hub.count("/") == 1 and not hub.startswith((".", "/")) else "ashawkey/zero123-xl-diffusers"
+    return TOY_CONFIG, toy, (
+        f"**Offline demo: `{hub}` is not on this machine, so this page runs the toy Zero123 trained here** "
+        f"(`models/toy-zero123`, 64 px, about 5 M parameters, `configs/toy.yaml`). It knows only the procedural "
+        f"objects it was trained on (boxes, spheres, cylinders, cones, tori, capsules and unions of them): pick a "
+        f"toy example below; a photo will not work. For real images download Zero123-XL (about 5 GB): "
+        f"`{download_command(real, local_dir='/models/zero123-xl')}`, then "
+        f"`python app.py guidance_model=/models/zero123-xl`."), TOY_EXAMPLES
 
 
 def prepare_input(image, remove_bg: bool, workdir: str) -> str:
@@ -76,8 +108,9 @@ def make_app(config: str, overrides: list, outdir: str):
     from cli import user_errors
     from config import load_config
 
-    base = load_config(config, overrides + ["save_path=demo"])  # a bad key fails here, before the page
-    ok, status = model_status(base)
+    config, overrides, status, examples = choose_model(config, overrides)
+    base = load_config(config, overrides + ["save_path=demo"])
+    ok, _ = model_status(base)
 
     def generate(image, remove_bg, elevation, iters, iters_refine, progress=gr.Progress()):
         from mesh import Mesh
@@ -132,7 +165,7 @@ def make_app(config: str, overrides: list, outdir: str):
                 iters = gr.Slider(10, 2000, value=int(base.iters), step=10, label="stage 1 steps")
                 iters_refine = gr.Slider(0, 500, value=int(base.iters_refine), step=10, label="stage 2 steps")
                 run = gr.Button("Generate", variant="primary", interactive=ok, elem_id="generate")
-                gr.Examples(EXAMPLES, inputs=[image], label="examples")
+                gr.Examples(examples, inputs=[image], label="examples")
             with gr.Column():
                 model3d = gr.Model3D(label="textured mesh (.glb)")
                 video = gr.Image(label="turntable", type="filepath")

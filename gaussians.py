@@ -138,6 +138,16 @@ class GaussianModel:
             sh0=sh0[:, None, :],
             shN=torch.zeros(num_pts, (self.sh_degree + 1) ** 2 - 1, 3))
 
+    def transformed(self, scale: float, offset) -> "GaussianModel":
+        """A copy moved into another frame: positions ``x * scale + offset``, every axis of every
+        Gaussian ``scale`` times as long (log-scales shifted by log(scale)); rotations and colours
+        unchanged (a uniform scale and a translation leave them be)."""
+        off = torch.as_tensor(np.asarray(offset, np.float32), device=self.device)
+        p = {k: v.detach().clone() for k, v in self.params.items()}
+        p["means"] = p["means"] * scale + off
+        p["scales"] = p["scales"] + math.log(scale)
+        return GaussianModel(self.sh_degree, self.device).set_params(dtype=p["means"].dtype, **p)
+
     def check(self):
         """Raise a one-line ValueError on inconsistent shapes or non-finite values."""
         n = self.params["means"].shape[0]

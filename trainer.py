@@ -77,7 +77,8 @@ def update_run_json(path: str, stage: str, cfg, record: dict):
     data["versions"] = {"python": platform.python_version(), "torch": torch.__version__,
                         **{p: ver(p) for p in ("diffusers", "transformers", "gsplat", "xatlas", "PyMCubes")},
                         "platform": platform.platform()}
-    data[stage] = {"config": OmegaConf.to_container(cfg, resolve=True), **record}
+    data[stage] = {"config": OmegaConf.to_container(cfg, resolve=True), "torch_threads": torch.get_num_threads(),
+                   **record}
     from io_utils import atomic_write
 
     def write(tmp):
@@ -233,6 +234,9 @@ class Stage1:
         self.paths = output_paths(cfg)
         if cfg.load:
             self.model = GaussianModel.load(cfg.load, device=self.device)
+            if self.ctx.views is not None:  # recon: saved in the input's frame, trained in the normalised one
+                v = self.ctx.views
+                self.model = self.model.transformed(v.scale, -np.asarray(v.center, np.float32) * v.scale)
             log(f"resumed {len(self.model)} Gaussians from {cfg.load}")
         else:
             self.model = GaussianModel(cfg.sh_degree, self.device).init_random_blob(
@@ -292,8 +296,12 @@ class Stage1:
         return stats
 
     def save_ply(self):
+        """The Gaussians as .ply / .splat; in recon mode in the input's own frame, as the meshes."""
         path = self.paths["ply"]
-        (self.model.save_splat if path.endswith(".splat") else self.model.save_ply)(path)
+        model = self.model
+        if self.ctx.views is not None:
+            model = model.transformed(1.0 / self.ctx.views.scale, self.ctx.views.center)
+        (model.save_splat if path.endswith(".splat") else model.save_ply)(path)
         return path
 
     def export_mesh(self):

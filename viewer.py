@@ -250,6 +250,27 @@ def extent(points: np.ndarray) -> tuple[np.ndarray, float]:
     return (lo + hi) / 2, float((hi - lo).max())
 
 
+def unique_labels(paths: list) -> list:
+    """A label per path that tells them apart: the file name, with as many parent folders as it
+    takes where names repeat (``a/model.ply``, ``b/model.ply``), and ``(2)``, ``(3)`` for the same
+    file given again."""
+    parts = [os.path.abspath(p).split(os.sep) for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        labels = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
+        clash = [i for i, lab in enumerate(labels) if labels.count(lab) > 1 and depth[i] < len(parts[i]) - 1
+                 and len({os.path.abspath(paths[j]) for j, other in enumerate(labels) if other == lab}) > 1]
+        if not clash:
+            break
+        for i in clash:
+            depth[i] += 1
+    seen, out = {}, []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab} ({seen[lab]})")
+    return out
+
+
 class OutputViewer:
     """Gaussians, meshes and runs side by side (scripts/view.py)."""
 
@@ -271,15 +292,15 @@ class OutputViewer:
         x = 0.0
         sizes = [it[1][2] for it in items]
         gap = 1.25 * max(sizes + [1e-6])
-        for path, (kind, data, size) in items:
-            name = f"/item{len(self.handles)}"
+        labels = unique_labels([path for path, _ in items])
+        for i, ((path, (kind, data, size)), label) in enumerate(zip(items, labels)):
+            name = f"/item{i}"
             center = data.pop("center")
             pos = (x - center[0], -center[1], -center[2])
             if kind == "splats":
                 h = self.server.scene.add_gaussian_splats(name, **data, position=pos)
             else:
                 h = self.server.scene.add_mesh_trimesh(name, data["mesh"], position=pos)
-            label = os.path.basename(path)
             tag = self.server.scene.add_label(name + "_label", label, position=(x, -0.6 * size, 0.0))
             box = self.server.gui.add_checkbox(label, initial_value=True)
             box.on_update(self._toggle(label, h, tag))

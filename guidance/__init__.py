@@ -75,8 +75,22 @@ def build_guidance(cfg, device, views=None):
         parts.append((cfg.lambda_sd if cfg.mode == "image" else max(cfg.lambda_sd, 1.0),
                       prior.from_config(cfg, device)))
     if not parts:
+        if cfg.mode == "image":  # the input view alone: the no-prior baseline of scripts/bench_toy.py
+            return InputViewOnly()
         raise ValueError(f"mode '{cfg.mode}' with lambda_zero123=0 and lambda_sd=0 has no guidance")
     return parts[0][1] if len(parts) == 1 and parts[0][0] == 1.0 else WeightedGuidance(parts)
+
+
+class InputViewOnly(Guidance):
+    """Image mode with lambda_zero123=0 and lambda_sd=0: no prior at all, only the input view's RGB
+    and mask losses shape the object (an ablation baseline). Novel views get no loss; stage 2's
+    targets are the renders themselves."""
+
+    def train_step(self, images, views, step_ratio):
+        return images.sum() * 0.0
+
+    def refine(self, images, views, strength, steps):
+        return images
 
 
 class WeightedGuidance(Guidance):

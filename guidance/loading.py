@@ -43,6 +43,27 @@ def quiet_libraries():
     transformers.utils.logging.disable_progress_bar()
 
 
+def hub_cli() -> str:
+    """The download command the installed huggingface_hub provides: ``hf`` (from 0.34 on, and the
+    only one from 1.0), else the older ``huggingface-cli``."""
+    from importlib.metadata import PackageNotFoundError, entry_points, version
+
+    names = {e.name for e in entry_points(group="console_scripts") if e.name in ("hf", "huggingface-cli")}
+    if names:
+        return "hf" if "hf" in names else "huggingface-cli"
+    try:
+        major, minor = (int(x) for x in version("huggingface_hub").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return "hf"
+    return "hf" if (major, minor) >= (0, 34) else "huggingface-cli"
+
+
+def download_command(repo: str, filename: str | None = None, local_dir: str | None = None) -> str:
+    """The shell command that downloads hub ``repo`` (or one ``filename`` of it) with the installed CLI."""
+    parts = [hub_cli(), "download", repo] + ([filename] if filename else []) + (["--local-dir", local_dir] if local_dir else [])
+    return " ".join(parts)
+
+
 def _looks_like_path(path: str) -> bool:
     """Hub ids are ``owner/name``; anything else is meant as a folder."""
     return path.startswith(("/", ".", "~")) or path.count("/") != 1
@@ -85,7 +106,7 @@ def resolve_folder(path: str, what: str, config_key: str) -> str:
     local = f"set {config_key}=/path/to/local/folder"
     if _looks_like_path(path):
         raise ModelNotFoundError(f"{what}: no folder at {path}; {local} in diffusers layout")
-    how = f"download it with `huggingface-cli download {path}` where the hub is reachable, or {local}"
+    how = f"download it with `{download_command(path)}` where the hub is reachable, or {local}"
 
     def fetch(local_only):
         from huggingface_hub import list_repo_files, snapshot_download

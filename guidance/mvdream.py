@@ -189,12 +189,14 @@ class ImageDreamGuidance(MVDreamGuidance):
         return [self.vae, self.unet, self.text_encoder, self.image_encoder, self.image_embed]
 
     def clip_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """OpenCLIP's preprocessing of [1,3,H,W] images in [0,1]: 8-bit, bicubic resize to the vision
-        tower's size (PIL, as torchvision's Resize on a PIL image), centre crop, normalise."""
+        """OpenCLIP's preprocessing of [1,3,H,W] images in [0,1], as the reference feeds it: 8-bit
+        pixels by torchvision's ``to_pil_image`` (``mul(255).byte()``: truncated, not rounded), bicubic
+        resize to the vision tower's size (PIL, as torchvision's Resize on a PIL image), centre crop,
+        normalise."""
         from PIL import Image
 
         size = self.image_encoder.config.image_size
-        u8 = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        u8 = (x[0].clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         img = Image.fromarray(u8)
         w, h = img.size
         s = size / min(w, h)

@@ -2,14 +2,18 @@
 ``sd-v2.1-base-4view-ipmv.pt``): found, read safely, and converted to diffusers / transformers
 modules, every tensor accounted for.
 
-The file is the state dict of the reference's ``LatentDiffusionInterface``:
+The file is the state dict of the reference's model class, with the key names of its project:
+MVDream's ``LatentDiffusion`` names the autoencoder ``first_stage_model`` and the text encoder
+``cond_stage_model``; ImageDream's ``LatentDiffusionInterface`` names them ``vae_model`` and
+``clip_model``. The family is read from the file's own keys (``key_family``), never its name, and
+the parts are loaded under MVDream's names (``as_family``); messages name the file's own keys.
 
 * ``model.diffusion_model.*``  the UNet (openaimodel ``MultiViewUNetModel``): converted with
   diffusers' ``convert_ldm_unet_checkpoint``; ``camera_embed.{0,2}`` go to the projection class
   embedding; ImageDream's ``image_embed.*`` (Resampler) and ``attn2.to_k_ip`` / ``to_v_ip`` to our
   modules (``guidance.multiview``);
-* ``first_stage_model.*``  the KL autoencoder: ``convert_ldm_vae_checkpoint``;
-* ``cond_stage_model.model.*``  OpenCLIP ViT-H/14: its text tower through
+* ``first_stage_model.*`` / ``vae_model.*``  the KL autoencoder: ``convert_ldm_vae_checkpoint``;
+* ``cond_stage_model.model.*`` / ``clip_model.model.*``  OpenCLIP ViT-H/14: its text tower through
   ``convert_open_clip_checkpoint`` (the reference uses the penultimate layer, so the last block,
   ``text_projection`` and ``logit_scale`` are unused by design); ImageDream's vision tower
   (``visual.*``) mapped onto transformers' CLIPVisionModel (the image prompt is the penultimate
@@ -29,7 +33,8 @@ import re
 import torch
 
 from guidance import ModelNotFoundError
-from guidance.loading import ModelLoadError, _looks_like_path, from_hub, quiet_libraries, resolve_folder
+from guidance.loading import (ModelLoadError, _looks_like_path, download_command, from_hub, quiet_libraries,
+                              resolve_folder)
 
 UNET, VAE, CLIP = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.model."
 VISUAL = CLIP + "visual."
@@ -57,7 +62,7 @@ def resolve_checkpoint(path: str, repo: str, filename: str, what: str, key: str)
     or ``filename`` of hub repo ``path`` (downloaded, or from the cache when offline). One-line
     ModelNotFoundError naming the hub repo and file otherwise."""
     path = os.path.expanduser(str(path))
-    how = (f"download {filename} from the hub repo {repo} (`huggingface-cli download {repo} {filename}`) and set "
+    how = (f"download {filename} from the hub repo {repo} (`{download_command(repo, filename)}`) and set "
            f"{key}=/path/to/{filename}")
     if os.path.isfile(path):
         return path
@@ -469,7 +474,58 @@ def load_external_vision(path: str, what: str):
     return model
 
 
+# the parts' key prefixes as each project's own interface class names its modules:
+# MVDream's LatentDiffusion: first_stage_model / cond_stage_model; ImageDream's
+# LatentDiffusionInterface: vae_model / clip_model (the UNet is model.diffusion_model in both)
+KEY_FAMILIES = {"MVDream": ("first_stage_model.", "cond_stage_model."), "ImageDream": ("vae_model.", "clip_model.")}
+
+
+def key_family(sd: dict, what: str) -> str:
+    """Which project's key names the file uses, from its own keys (never from its name)."""
+    found = [name for name, prefixes in KEY_FAMILIES.items() if any(k.startswith(prefixes) for k in sd)]
+    if len(found) != 1:
+        names = "; ".join(f"{n}: {', '.join(p + '*' for p in ps)}" for n, ps in KEY_FAMILIES.items())
+        raise ModelLoadError(f"{what}: the file's keys follow {'both' if found else 'neither'} of the known layouts "
+                             f"({names}); is this an MVDream / ImageDream checkpoint?")
+    return found[0]
+
+
+def as_family(sd: dict, src: str, dst: str) -> dict:
+    """``sd`` with family ``src``'s VAE / OpenCLIP prefixes renamed to family ``dst``'s."""
+    if src == dst:
+        return sd
+    out = {}
+    for k, v in sd.items():
+        for a, b in zip(KEY_FAMILIES[src], KEY_FAMILIES[dst]):
+            if k.startswith(a):
+                k = b + k[len(a):]
+                break
+        out[k] = v
+    return out
+
+
 def load_multiview(sd: dict, what: str, image_prompt: bool, vision=None):
+    """``load_parts`` on a file with either project's key names (``key_family``): they are read
+    under MVDream's names, and every message names the keys as the file has them."""
+    family = key_family(sd, what)
+    try:
+        parts, cfg, scheduler, count, ledger = load_parts(as_family(sd, family, "MVDream"), what, image_prompt, vision)
+    except ModelLoadError as e:
+        if family == "MVDream":
+            raise
+        msg = str(e)
+        for a, b in zip(KEY_FAMILIES["MVDream"], KEY_FAMILIES[family]):
+            msg = msg.replace(f"'{a}", f"'{b}")
+        raise ModelLoadError(msg) from None
+    if family != "MVDream":  # the ledger in the file's own names
+        back = lambda k: next(iter(as_family({k: None}, "MVDream", family)))  # noqa: E731
+        ledger.sd, ledger.used = sd, {back(k) for k in ledger.used}
+        ledger.by_design = {back(k): why for k, why in ledger.by_design.items()}
+    ledger.family = family
+    return parts, cfg, scheduler, count, ledger
+
+
+def load_parts(sd: dict, what: str, image_prompt: bool, vision=None):
     """All parts of an MVDream (``image_prompt=False``) or ImageDream checkpoint. Returns a dict of
     modules (vae, unet, text_encoder, [image_encoder, image_embed]), the UNet config, the
     scheduler, the frame counter and the ledger (what was used, what was left by design).

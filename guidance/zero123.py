@@ -84,6 +84,20 @@ def load_projection(folder: str, index: dict, what: str) -> CameraProjection:
     return proj
 
 
+def checkpoint_resolution(folder: str, what: str, default: int = 256) -> int:
+    """The render size a Zero123 checkpoint works at: its vae/config.json ``sample_size`` where the
+    file states it (256 in the published folders; 64 in models/toy-zero123), else the reference's 256."""
+    size = read_json(os.path.join(folder, "vae", "config.json"), what).get("sample_size")
+    if isinstance(size, (list, tuple)):
+        size = size[0] if size else None
+    if size is None:
+        return default
+    if not isinstance(size, int) or size < 8 or size % 8:
+        raise ModelLoadError(f"{what}: vae/config.json has sample_size {size!r}; expected a positive multiple of 8 "
+                             "(or set zero123_resolution=)")
+    return size
+
+
 def camera_embedding(d_elevation, d_azimuth, d_radius, input_elevation, stable: bool) -> torch.Tensor:
     """[B, 4] camera embeddings (see module docstring)."""
     rows = []
@@ -97,15 +111,19 @@ class Zero123Guidance(DiffusionGuidance):
     image_size = 256
     loss_batch_mean = False  # the reference's Zero123 SDS loss is summed over the batch
 
-    def __init__(self, model_path, stable=False, **kw):
+    def __init__(self, model_path, stable=False, resolution=0, **kw):
         self.stable = stable
         self.embeddings = None
+        self.resolution = int(resolution)
+        if self.resolution < 0:
+            raise ValueError(f"zero123_resolution must be 0 (the checkpoint's own) or a positive size, got {resolution}")
         super().__init__(model_path, **kw)
 
     @classmethod
     def from_config(cls, cfg, device):
         stable = bool(cfg.stable_zero123) or "stable" in str(cfg.guidance_model).lower()
-        return cls(cfg.guidance_model, stable=stable, **common_kwargs(cfg, device, cfg.guidance_scale))
+        return cls(cfg.guidance_model, stable=stable, resolution=cfg.zero123_resolution,
+                   **common_kwargs(cfg, device, cfg.guidance_scale))
 
     def _load(self, path):
         from diffusers import DDIMScheduler
@@ -116,6 +134,7 @@ class Zero123Guidance(DiffusionGuidance):
         folder = resolve_folder(path, f"{name} model", "guidance_model")
         index = model_index(folder, what)
         self.load_vae_unet(folder, what, 8, "Zero123")
+        self.image_size = self.resolution or checkpoint_resolution(folder, what)
         self.image_encoder = load_library_component(CLIPVisionModelWithProjection, folder, "image_encoder", what)
         self.cc_projection = load_projection(folder, index, what)
         if self.cc_projection.linear.in_features != self.image_encoder.config.projection_dim + 4:

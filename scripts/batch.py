@@ -201,6 +201,17 @@ def publish(staging: str, outdir: str):
     shutil.rmtree(staging, ignore_errors=True)
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch sizes its CPU thread pool from these
+
+
+def thread_share(jobs_at_once: int) -> int | None:
+    """CPU threads for each of ``jobs_at_once`` local jobs: the cores shared out (at least 1), so N
+    jobs never run N x cores threads; None where the user set OMP_NUM_THREADS (theirs is kept)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, jobs_at_once))
+
+
 def run_job(job: dict, opts: dict) -> dict:
     """Both stages of one input in its staging folder, within ``opts['timeout']`` seconds.
     Returns the job's record; raises JobFailed or JobTimeout (the record rides on the exception)."""
@@ -223,6 +234,8 @@ def run_job(job: dict, opts: dict) -> dict:
     env = dict(os.environ, DG_EXIT_WITH_PARENT="1")  # a stage stops if this runner dies (cli.exit_with_parent)
     if opts.get("gpu") is not None:  # local backend: this slot's GPU (Ray sets CUDA_VISIBLE_DEVICES itself)
         env["CUDA_VISIBLE_DEVICES"] = str(opts["gpu"])
+    if opts.get("threads"):  # local backend: this job's share of the cores (Ray sets OMP_NUM_THREADS itself)
+        env.update({k: str(opts["threads"]) for k in THREAD_VARS})
     with open(log_path, "a") as log:
         log.write(f"=== {name}: attempt {attempt}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.flush()
@@ -431,6 +444,7 @@ def main(argv=None):
             results = run_ray(todo, opts, progress, args.address, args.cpus_per_job, args.gpus_per_job)
         else:
             workers = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None] * args.jobs
+            opts["threads"] = thread_share(min(len(workers), max(1, len(todo))))
             results = run_local(todo, opts, progress, workers)
     except BatchError as e:
         print(f"\nerror: {e}", file=sys.stderr)
@@ -440,6 +454,7 @@ def main(argv=None):
     rows = sorted(skipped + results, key=lambda r: r["name"])
     wall = time.time() - t0
     summary = {"config": args.config, "backend": args.backend, "outdir": args.outdir, "wall_seconds": round(wall, 1),
+               "threads_per_job": opts.get("threads"),
                "counts": {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed", "timeout")},
                "jobs": rows}
     with open(os.path.join(args.outdir, "batch_summary.json.tmp"), "w") as fh:

@@ -3,7 +3,8 @@ small batch (copies of one small recon input, tiny settings, so that the overhea
 
     python scripts/bench_batch.py [--jobs 6] [--input tests/data/meshes/ico4uv.obj] [--json out.json]
 
-Rows: local (one job at a time), Ray with 2 CPUs per job on a private local instance (one at a
+Rows: local (one job at a time), local with ``--jobs 2`` (each job gets its share of the cores),
+Ray with 2 CPUs per job on a private local instance (one at a
 time, like local: the difference is Ray's overhead, its start-up included), and Ray with 1 CPU
 per job (as many at once as there are CPUs). Each row is the batch's wall time from
 batch_summary.json and the mean of the jobs' own stage times.
@@ -65,9 +66,12 @@ def main(argv=None):
     run(warm, os.path.join(tmp, "warm_out"), [])  # one job first: file caches, imports
     rows = {}
     for label, extra in (("local, 1 at a time", []),
+                         ("local, --jobs 2 (2 at a time)", ["--jobs", "2"]),
                          ("ray, 2 CPUs/job (1 at a time)", ["--backend", "ray", "--cpus-per-job", "2"]),
                          ("ray, 1 CPU/job (2 at a time)", ["--backend", "ray", "--cpus-per-job", "1"])):
         rows[label] = run(src, os.path.join(tmp, label.split(",")[0] + extra[-1] if extra else "local"), extra)
+        rows[label]["threads_per_job"] = json.load(open(os.path.join(
+            tmp, label.split(",")[0] + extra[-1] if extra else "local", "batch_summary.json")))["threads_per_job"]
     local = rows["local, 1 at a time"]["wall_s"]
     print(f"{args.jobs} jobs of {os.path.basename(args.input)} (tiny recon settings)\n")
     print("| backend | wall (s) | wall / jobs (s) | job's own stages, mean (s) | wall outside the jobs (s) | "

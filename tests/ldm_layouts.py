@@ -10,10 +10,11 @@ the reference code's module structure (never by saving our own classes):
   ``attn2.to_k_ip`` / ``to_v_ip`` and the ``image_embed`` Resampler (``latents``, ``proj_in``,
   ``proj_out``, ``norm_out``, ``layers.N.0.{norm1,norm2,to_q,to_kv,to_out}``,
   ``layers.N.1.{0,1,3}``);
-* ``first_stage_model.*``: the LDM ``AutoencoderKL`` (``encoder.down.N.block.M.{norm1,conv1,norm2,
+* ``first_stage_model.*`` (MVDream; ImageDream's ``LatentDiffusionInterface`` names it ``vae_model.*``):
+  the LDM ``AutoencoderKL`` (``encoder.down.N.block.M.{norm1,conv1,norm2,
   conv2,nin_shortcut}``, ``downsample.conv``, ``mid.{block_1,attn_1,block_2}``, ``norm_out``,
   ``conv_out``, ``quant_conv``, ``post_quant_conv``; the decoder's ``up.N`` likewise);
-* ``cond_stage_model.model.*``: OpenCLIP ViT-H/14 (text tower: ``token_embedding``,
+* ``cond_stage_model.model.*`` (MVDream; ImageDream: ``clip_model.model.*``): OpenCLIP ViT-H/14 (text tower: ``token_embedding``,
   ``positional_embedding``, ``transformer.resblocks.N.{ln_1,attn.in_proj_*,attn.out_proj,ln_2,
   mlp.c_fc,mlp.c_proj}``, ``ln_final``, ``text_projection``, ``logit_scale``; ImageDream keeps the
   vision tower ``visual.{conv1,class_embedding,positional_embedding,ln_pre,transformer,ln_post,proj}``);
@@ -182,8 +183,7 @@ def _vae_mid(w, p, c):
     _vae_res(w, p + "mid.block_2.", c, c)
 
 
-def write_vae(w, a, z=4):
-    P = "first_stage_model."
+def write_vae(w, a, z=4, P="first_stage_model."):
     ch, mult, nres = a["vae_ch"], a["vae_mult"], a["vae_nres"]
     w.conv(P + "encoder.conv_in", ch, 3, 3)
     cin = ch
@@ -224,8 +224,7 @@ def _clip_blocks(w, p, width, layers):
         w.linear(b + "mlp.c_proj", width, 4 * width)
 
 
-def write_open_clip(w, a, visual):
-    P = "cond_stage_model.model."
+def write_open_clip(w, a, visual, P="cond_stage_model.model."):
     W = a["text_width"]
     w.t(P + "positional_embedding", 77, W)
     w.t(P + "text_projection", W, W)
@@ -270,8 +269,10 @@ def multiview_state_dict(kind="mvdream", size="tiny", seed=0) -> dict:
     w = Writer(seed)
     write_schedule(w)
     write_unet(w, a, ip)
-    write_vae(w, a)
-    write_open_clip(w, a, visual=ip)
+    # each project's interface names its parts: MVDream's LatentDiffusion first_stage_model /
+    # cond_stage_model, ImageDream's LatentDiffusionInterface vae_model / clip_model
+    write_vae(w, a, P="vae_model." if ip else "first_stage_model.")
+    write_open_clip(w, a, visual=ip, P="clip_model.model." if ip else "cond_stage_model.model.")
     return w.sd
 
 

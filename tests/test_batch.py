@@ -181,3 +181,23 @@ def test_a_killed_ray_run_resumes_without_redoing_finished_inputs(tmp_path, ray_
     jobs = summary(out)
     assert jobs[first]["status"] == "skipped" and jobs[second]["status"] == "ok"
     assert os.path.getmtime(out / f"{first}_run.json") == stamp  # not redone
+
+
+def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
+    """--jobs 2: each job's torch gets half the cores (at least one), never all of them each."""
+    d = make_inputs(tmp_path / "in", bad=False)
+    out = tmp_path / "out"
+    env = {k: v for k, v in ENV.items() if k not in batch.THREAD_VARS}
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "batch.py"), "--config", RECON, "--quiet",
+                        "--inputs", str(d), "--outdir", str(out), "--jobs", "2", *SMALL], capture_output=True,
+                       text=True, timeout=600, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert json.load(open(out / "batch_summary.json"))["threads_per_job"] == share
+    for name in ("ico4uv", "rabbit"):
+        run = json.load(open(out / f"{name}_run.json"))
+        assert run["stage1"]["torch_threads"] == run["stage2"]["torch_threads"] == share
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert batch.thread_share(1) == (os.cpu_count() or 1) and batch.thread_share(64) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert batch.thread_share(2) is None  # the user's own setting is kept

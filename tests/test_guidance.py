@@ -179,7 +179,7 @@ def test_missing_models_give_one_line_errors(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFoundError) as e:
         StableDiffusionGuidance("stabilityai/stable-diffusion-2-1-base", device="cpu")
     msg = str(e.value)
-    assert "\n" not in msg and "huggingface-cli download stabilityai/stable-diffusion-2-1-base" in msg and "sd_model=" in msg
+    assert "\n" not in msg and "hf download stabilityai/stable-diffusion-2-1-base" in msg and "sd_model=" in msg
 
 
 def test_a_stable_diffusion_checkpoint_is_not_a_zero123(sd_path):
@@ -321,3 +321,21 @@ def test_build_from_config(zero123_path, sd_path):
                        ["save_path=x", f"sd_model={sd_path}"])
     g = build_guidance(text, "cpu")
     assert isinstance(g, StableDiffusionGuidance) and g.guidance_scale == 100.0 and not g.view_dependent
+
+
+def test_download_command_is_a_command_the_installed_huggingface_hub_provides():
+    """The command named in every 'download it with' message exists in this environment."""
+    import shutil
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    from guidance.loading import download_command, hub_cli
+
+    cmd = hub_cli()
+    assert cmd in {e.name for e in entry_points(group="console_scripts")}
+    assert shutil.which(cmd) or os.path.isfile(os.path.join(os.path.dirname(sys.executable), cmd))
+    assert download_command("a/b", "f.pt", "/m") == f"{cmd} download a/b f.pt --local-dir /m"
+    r = subprocess.run([shutil.which(cmd) or os.path.join(os.path.dirname(sys.executable), cmd), "download", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--local-dir" in r.stdout

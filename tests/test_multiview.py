@@ -69,15 +69,16 @@ def test_every_key_of_the_published_layout_is_used_or_unused_by_design(kind, mvd
     assert not set(ledger.used) & set(ledger.by_design)
     # what is unused by design: the OpenCLIP heads and last blocks (penultimate layers) and the derived
     # schedule buffers; every UNet and VAE tensor is used
+    clip = "clip_model.model." if kind == "imagedream" else "cond_stage_model.model."  # the file's own names
     for k in ledger.by_design:
-        assert k.startswith("cond_stage_model.model.") or k in ("alphas_cumprod_prev", "sqrt_alphas_cumprod",
+        assert k.startswith(clip) or k in ("alphas_cumprod_prev", "sqrt_alphas_cumprod",
                                                                  "sqrt_one_minus_alphas_cumprod",
                                                                  "log_one_minus_alphas_cumprod",
                                                                  "sqrt_recip_alphas_cumprod",
                                                                  "sqrt_recipm1_alphas_cumprod", "posterior_variance",
                                                                  "posterior_log_variance_clipped",
                                                                  "posterior_mean_coef1", "posterior_mean_coef2"), k
-    last = "cond_stage_model.model.transformer.resblocks.2."  # tiny text tower: 3 blocks
+    last = clip + "transformer.resblocks.2."  # tiny text tower: 3 blocks
     assert any(k.startswith(last) for k in ledger.by_design)
     # the converted modules hold the file's numbers: sums of every parameter match the sums of the used tensors
     total = sum(float(sd[k].double().sum()) for k in ledger.used if k not in ("betas", "alphas_cumprod"))
@@ -520,12 +521,13 @@ def laion_like(tmp_path_factory):
 
 
 def open_clip_visual_keys(folder):
-    """The laion folder's vision tower under OpenCLIP's names (``cond_stage_model.model.visual.*``)."""
+    """The laion folder's vision tower under OpenCLIP's names, as ImageDream's file holds it
+    (``clip_model.model.visual.*``)."""
     from transformers import CLIPModel
 
     m = CLIPModel.from_pretrained(folder).state_dict()
     v = {k.split("vision_model.", 1)[1]: t for k, t in m.items() if "vision_model." in k}
-    p = "cond_stage_model.model.visual."
+    p = "clip_model.model.visual."
     out = {p + "class_embedding": v["embeddings.class_embedding"],
            p + "positional_embedding": v["embeddings.position_embedding.weight"],
            p + "conv1.weight": v["embeddings.patch_embedding.weight"],
@@ -548,7 +550,7 @@ def test_a_file_without_the_vision_tower_takes_it_from_imagedream_image_encoder(
     from guidance.mvdream import ImageDreamGuidance
 
     sd = multiview_state_dict("imagedream", seed=1)
-    bare = {k: t for k, t in sd.items() if not k.startswith("cond_stage_model.model.visual.")}
+    bare = {k: t for k, t in sd.items() if not k.startswith("clip_model.model.visual.")}
     torch.save(bare, tmp_path / "bare.pt")
     with pytest.raises(ModelLoadError, match="imagedream_image_encoder=laion/CLIP-ViT-H-14"):
         ImageDreamGuidance(str(tmp_path / "bare.pt"), tokenizer=tokenizer)
@@ -588,8 +590,57 @@ def test_demo_app_names_the_imagedream_file_to_download(tmp_path, imagedream_fil
 
     cfg = load_config(os.path.join(ROOT, "configs", "imagedream.yaml"), ["save_path=x", f"imagedream_model={tmp_path}"])
     ok, msg = model_status(cfg)
-    assert not ok and "huggingface-cli download Peng-Wang/ImageDream sd-v2.1-base-4view-ipmv.pt" in msg
+    assert not ok and "hf download Peng-Wang/ImageDream sd-v2.1-base-4view-ipmv.pt" in msg
     cfg = load_config(os.path.join(ROOT, "configs", "imagedream.yaml"),
                       ["save_path=x", f"imagedream_model={os.path.dirname(imagedream_file)}"])
     ok, msg = model_status(cfg)
     assert ok and imagedream_file in msg
+
+
+def test_imagedream_key_names_are_imagedreams_own_and_either_family_loads(tmp_path, tokenizer, imagedream):
+    """ImageDream's LatentDiffusionInterface saves vae_model.* and clip_model.model.*; MVDream's
+    names (first_stage_model.*, cond_stage_model.model.*) load too, to the same numbers; a file
+    with both or neither is one line."""
+    from guidance.loading import ModelLoadError
+    from guidance.mvdream import ImageDreamGuidance
+
+    sd = multiview_state_dict("imagedream", seed=1)
+    assert any(k.startswith("vae_model.encoder.") for k in sd) and any(k.startswith("clip_model.model.visual.") for k in sd)
+    assert not any(k.startswith(("first_stage_model.", "cond_stage_model.")) for k in sd)
+    assert imagedream.ledger.family == "ImageDream"
+    renamed = {("first_stage_model." + k[10:] if k.startswith("vae_model.") else
+                "cond_stage_model." + k[11:] if k.startswith("clip_model.") else k): v for k, v in sd.items()}
+    torch.save(renamed, tmp_path / "mvnames.pt")
+    other = ImageDreamGuidance(str(tmp_path / "mvnames.pt"), tokenizer=tokenizer)
+    assert other.ledger.family == "MVDream"
+    for a, b in zip(imagedream.models(), other.models()):
+        for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert na == nb and torch.equal(pa, pb), na
+    torch.save({**sd, "first_stage_model.encoder.conv_in.weight": torch.zeros(1)}, tmp_path / "both.pt")
+    torch.save({k: v for k, v in sd.items() if not k.startswith(("vae_model.", "clip_model."))}, tmp_path / "none.pt")
+    for name, word in (("both.pt", "both"), ("none.pt", "neither")):
+        with pytest.raises(ModelLoadError) as e:
+            ImageDreamGuidance(str(tmp_path / name), tokenizer=tokenizer)
+        assert word in str(e.value) and "vae_model.*" in str(e.value) and "\n" not in str(e.value)
+    # a missing tensor is named as the file names it
+    torch.save({k: v for k, v in sd.items() if k != "vae_model.encoder.conv_in.weight"}, tmp_path / "gap.pt")
+    with pytest.raises(ModelLoadError, match="'vae_model.encoder.conv_in.weight'"):
+        ImageDreamGuidance(str(tmp_path / "gap.pt"), tokenizer=tokenizer)
+
+
+def test_imagedream_image_prompt_pixels_are_truncated_as_to_pil_image():
+    """The reference turns the input view into 8-bit pixels with torchvision's to_pil_image, i.e.
+    ``pic.mul(255).byte()``: truncation. Stated here independently: floor(x * 255), then
+    OpenCLIP's normalisation (at the tower's own size no resize or crop changes a pixel)."""
+    from types import SimpleNamespace
+
+    from guidance.mvdream import ImageDreamGuidance
+    from hub_layouts import CLIP_MEAN, CLIP_STD
+
+    g = ImageDreamGuidance.__new__(ImageDreamGuidance)
+    g.image_encoder = SimpleNamespace(config=SimpleNamespace(image_size=8))
+    g.device, g.dtype = torch.device("cpu"), torch.float32
+    k = torch.randint(0, 255, (1, 3, 8, 8)).float()
+    x = (k + 0.6) / 255  # x * 255 = k + 0.6: truncation gives k, rounding k + 1
+    expected = (k / 255 - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    torch.testing.assert_close(g.clip_pixels(x), expected, atol=1e-6, rtol=0)

@@ -236,9 +236,40 @@ def test_stage1_resumes_from_a_ply(tmp_path):
                                "iters=2", "recon_num_views=4", "density_thresh=0.1"])
     stage = Stage1(cfg, log=lambda *a: None)
     assert len(stage.model) == 300
-    torch.testing.assert_close(stage.model.means, GaussianModel.load_ply(str(tmp_path / "start.ply")).means)
+    v = stage.ctx.views  # the .ply is read in the input's frame, trained in the normalised one
+    start = GaussianModel.load_ply(str(tmp_path / "start.ply"))
+    torch.testing.assert_close(stage.model.means, (start.means - torch.from_numpy(v.center)) * v.scale)
+    torch.testing.assert_close(stage.model.scales, start.scales * v.scale)
     r = stage.run()
     assert r["steps"] == 2 and os.path.isfile(os.path.join(tmp_path, "r_model.ply"))
+
+
+def test_recon_gaussians_are_written_in_the_inputs_frame_like_the_meshes(tmp_path):
+    """The .ply overlays the mesh (both in the input's coordinates), and load= reads it back into
+    the frame training uses, to the same numbers."""
+    from trainer import Stage1
+
+    cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                      SMALL + [f"input={SPOT}", "save_path=f", f"outdir={tmp_path}", "iters=80", "recon_num_views=8",
+                               "density_thresh=0.2"])
+    s1 = Stage1(cfg, log=lambda *a: None)
+    s1.run()
+    g = GaussianModel.load_ply(str(tmp_path / "f_model.ply"))
+    mesh = Mesh.load(os.path.join(tmp_path, "f_mesh.obj"))
+    src = Mesh.load(SPOT)
+    pts = g.means[g.opacities > 0.5].detach()
+    for a in (mesh.v, src.v):
+        ext = float((a.amax(0) - a.amin(0)).max())
+        assert float((pts.amax(0) - pts.amin(0)).max()) == pytest.approx(ext, rel=0.15)
+        assert float(((pts.amax(0) + pts.amin(0)) / 2 - (a.amax(0) + a.amin(0)) / 2).abs().max()) < 0.05 * ext
+    v = s1.ctx.views
+    torch.testing.assert_close(g.scales, s1.model.scales.detach() / v.scale)
+    cfg2 = load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                       SMALL + [f"input={SPOT}", "save_path=f2", f"outdir={tmp_path}", "iters=1", "recon_num_views=8",
+                                f"load={tmp_path / 'f_model.ply'}"])
+    again = Stage1(cfg2, log=lambda *a: None)
+    torch.testing.assert_close(again.model.means, s1.model.means.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again.model.params["scales"], s1.model.params["scales"].detach(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["zero123_path", "zero123_bin_path", "zero123_community_path", "sd_path"])
@@ -298,7 +329,7 @@ def test_an_unreachable_hub_fails_within_seconds(tmp_path):
                         f"outdir={tmp_path}", "save_path=x"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
                             "HF_HOME": str(tmp_path / "hf")})
-    assert r.returncode == 2 and "huggingface-cli download ashawkey/zero123-xl-diffusers" in r.stderr, r.stderr
+    assert r.returncode == 2 and "hf download ashawkey/zero123-xl-diffusers" in r.stderr, r.stderr
     assert "Retrying" not in r.stderr and "Traceback" not in r.stderr
     assert time.perf_counter() - t < 30
 

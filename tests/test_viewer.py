@@ -134,6 +134,46 @@ def test_output_viewer_shows_splats_and_meshes_and_its_checkbox_reaches_the_serv
         srv.stop()
 
 
+def test_unique_labels_tell_repeated_names_apart():
+    from viewer import unique_labels
+
+    assert unique_labels(["/r/a/model.ply", "/r/b/model.ply"]) == ["a/model.ply", "b/model.ply"]
+    assert unique_labels(["/x/a/m.ply", "/y/a/m.ply", "/y/b.obj"]) == ["x/a/m.ply", "y/a/m.ply", "b.obj"]
+    assert unique_labels(["/r/a/m.ply", "/r/a/m.ply"]) == ["m.ply", "m.ply (2)"]
+    assert unique_labels(["/r/a/m.ply", "/r/b/m.ply", "/r/a/m.ply"]) == ["a/m.ply", "b/m.ply", "a/m.ply (2)"]
+
+
+def test_output_viewer_shows_every_path_when_file_names_repeat(browser, tmp_path):
+    """Two runs side by side whose files share names, and one file given twice: every path is a
+    scene node of its own with its own label and checkbox."""
+    from helpers import sphere_of_gaussians
+    from selenium.webdriver.common.by import By
+
+    for run, r in (("a", 0.3), ("b", 0.5)):
+        os.makedirs(tmp_path / run)
+        sphere_of_gaussians(2000, radius=r, scale=0.03, seed=len(run)).save_ply(str(tmp_path / run / "model.ply"))
+    a, b = str(tmp_path / "a" / "model.ply"), str(tmp_path / "b" / "model.ply")
+    port = free_port()
+    srv = Server(["scripts/view.py", a, b, a, "--port", str(port)])
+    try:
+        wait_for(lambda: srv.saw("viewer: http://"), 120, "the viewer to start")
+        assert srv.saw("(3 items)")
+        browser.get(f"http://127.0.0.1:{port}")
+        labels = ("a/model.ply", "b/model.ply", "a/model.ply (2)")
+        wait_for(lambda: all(browser.find_elements(By.XPATH, f"//label[normalize-space(.)='{lab}']")
+                             for lab in labels), 60, "three labelled checkboxes")
+        time.sleep(4)
+        assert object_fraction(screenshot(browser, tmp_path / "repeated.png")) > 0.02
+        for label in labels:  # each checkbox reaches its own node: hiding all three leaves nothing
+            row = browser.find_element(By.XPATH, f"//label[normalize-space(.)='{label}']/ancestor::div[.//input][1]")
+            row.find_element(By.XPATH, ".//input[@type='checkbox']").click()
+            wait_for(lambda: srv.saw(f"viewer: hide {label}"), 30, f"the server to hide {label}")
+        time.sleep(2)
+        assert object_fraction(screenshot(browser, tmp_path / "repeated_hidden.png")) < 0.01
+    finally:
+        srv.stop()
+
+
 def test_view_script_bad_input_is_one_line(tmp_path):
     (tmp_path / "x.obj").write_text("v 0 0 0\n")
     r = subprocess.run([sys.executable, "scripts/view.py", str(tmp_path / "x.obj"), "--port", str(free_port())],
@@ -215,7 +255,7 @@ def test_demo_app_without_a_model_lists_examples_and_says_what_to_download(brows
         wait_for(lambda: len([i for i in browser.find_elements(By.TAG_NAME, "img")
                               if "_rgba" in (i.get_attribute("src") or "")]) == 5, 60, "the five examples")
         screenshot(browser, tmp_path / "app_no_model.png")
-        assert "huggingface-cli download ashawkey/zero123-xl-diffusers" in browser.page_source
+        assert "hf download ashawkey/zero123-xl-diffusers" in browser.page_source
         assert not browser.find_element(By.CSS_SELECTOR, "#generate").is_enabled()
     finally:
         srv.stop()

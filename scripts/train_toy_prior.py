@@ -1,0 +1,358 @@
+"""Train the toy Zero123 shipped in models/toy-zero123 (a few M parameters, 64 px, 8x8 latents).
+
+    python scripts/train_toy_prior.py --out models/toy-zero123            # the shipped model, from seed 0
+    python scripts/train_toy_prior.py --out /tmp/toy --objects 50 --vae-steps 20 --unet-steps 20   # a smoke run
+
+The architecture is Zero123's, in the published diffusers layout that ``guidance_model=`` loads
+(ashawkey/zero123-xl-diffusers: vae/, unet/ with 8 input channels, image_encoder/,
+feature_extractor/, clip_camera_projection/, scheduler/, model_index.json), only narrower:
+
+1. data: ``--objects`` toy objects (toy_objects.py, seeds 0..N-1, all inside TRAIN_SEEDS),
+   ``--views`` renders each at 64 px on white with the project's mesh renderer, elevations in
+   [-30, 30], azimuths in [0, 360);
+2. vae: an AutoencoderKL (3 downsamplings: 64 px -> 8x8x4) trained on those renders (MSE + L1,
+   the object's pixels weighted 10x the background, + a small KL); its ``scaling_factor`` is set to 1 / std of the latents, as Stable Diffusion's;
+3. unet: the UNet (8 input channels: noisy target latent + the input view's latent, unscaled, as
+   Zero123 concatenates it) and the camera projection, trained with the epsilon objective on random
+   (input view, target view) pairs of one object. The camera input is Zero123's training-data
+   formula (toy_objects.zero123_T, from the two camera centres); the cross-attention token is
+   proj([CLIP image embedding, T]). 10 % of the samples drop both conditions (zeros, what the
+   guidance feeds its unconditional branch). EMA weights are exported.
+
+The CLIP image encoder stays at its random initialisation (frozen): its embedding is a fixed
+random feature of the input view, which the trained projection reads with the camera.
+
+Each stage saves its state in ``--work`` and a rerun resumes where it stopped (Ctrl-C is safe).
+``--threads`` sets torch's threads (give a background run its share of the cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import toy_objects  # noqa: E402
+
+RESOLUTION = 64  # render size the toy model works at
+CLIP_SIZE = 32  # the image encoder's input size (feature_extractor resizes to it)
+
+VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 32, 64),
+                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  layers_per_block=1, norm_num_groups=8, act_fn="silu", sample_size=RESOLUTION,
+                  mid_block_add_attention=False)
+UNET_CONFIG = dict(sample_size=RESOLUTION // 8, in_channels=8, out_channels=4, block_out_channels=(32, 64, 128),
+                   layers_per_block=2, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
+                   attention_head_dim=8, norm_num_groups=16)
+CLIP_CONFIG = dict(hidden_size=64, image_size=CLIP_SIZE, intermediate_size=128, num_attention_heads=4,
+                   num_hidden_layers=2, patch_size=8, projection_dim=64, hidden_act="quick_gelu")
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# the DDIM schedule of zero123-xl-diffusers' scheduler/scheduler_config.json
+SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                 num_train_timesteps=1000, prediction_type="epsilon", set_alpha_to_one=False, steps_offset=1)
+
+
+def progress(it, desc, total=None, initial=0):
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, total=total, initial=initial, dynamic_ncols=True, file=sys.stderr)
+
+
+def save_atomic(obj, path):
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def build_models(seed: int):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    with torch.no_grad():  # start with a near-deterministic posterior (log-variance -8): learning is much faster
+        vae.encoder.conv_out.weight[VAE_CONFIG["latent_channels"]:] = 0
+        vae.encoder.conv_out.bias[VAE_CONFIG["latent_channels"]:] = -8.0
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_CONFIG))
+    emb = CLIP_CONFIG["projection_dim"]
+    proj = torch.nn.Linear(emb + 4, emb)
+    with torch.no_grad():  # start as Zero123 does: the CLIP embedding passed through, the camera ignored
+        proj.weight.zero_()
+        proj.weight[:, :emb] = torch.eye(emb)
+        proj.bias.zero_()
+    return vae, unet, clip, proj
+
+
+def feature_extractor():
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": CLIP_SIZE}, crop_size={"height": CLIP_SIZE, "width": CLIP_SIZE},
+                              do_resize=True, do_center_crop=True, do_normalize=True, image_mean=CLIP_MEAN,
+                              image_std=CLIP_STD, resample=3, do_convert_rgb=True)
+
+
+# ---------------------------------------------------------------------------------- 1. data
+def make_data(path: str, objects: int, views: int):
+    """uint8 renders [N,V,3,H,W] of objects 0..N-1 and their c2w [N,V,4,4]."""
+    if os.path.isfile(path):
+        data = torch.load(path, weights_only=True)
+        if data["images"].shape[:2] == (objects, views):
+            return data
+    images = torch.zeros(objects, views, 3, RESOLUTION, RESOLUTION, dtype=torch.uint8)
+    c2w = torch.zeros(objects, views, 4, 4)
+    for i in progress(range(objects), "data"):
+        assert i in toy_objects.TRAIN_SEEDS
+        mesh = toy_objects.make_object(i)
+        cams = toy_objects.object_cameras(i, views, RESOLUTION)
+        rgb, _ = toy_objects.render_views(mesh, [c for _, _, c in cams])
+        images[i] = (rgb.clamp(0, 1) * 255).to(torch.uint8)  # truncated, as the guidance's 8-bit CLIP input
+        c2w[i] = torch.from_numpy(np.stack([c.c2w for _, _, c in cams]))
+    data = {"images": images, "c2w": c2w}
+    save_atomic(data, path)
+    return data
+
+
+# ----------------------------------------------------------------------------------- 2. VAE
+def train_vae(vae, images, steps, batch, lr, work, seed):
+    ckpt = os.path.join(work, "vae.pt")
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    state = {"step": 0, "losses": []}
+    if os.path.isfile(ckpt):
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+    flat = images.reshape(-1, *images.shape[2:])
+    g = torch.Generator().manual_seed(seed + 1)
+    if "rng" in state:
+        g.set_state(state["rng"])
+    vae.train()
+    bar = progress(range(state["step"], steps), "vae", total=steps, initial=state["step"])
+    for step in bar:
+        lr_now = lr * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        x = flat[torch.randint(len(flat), (batch,), generator=g)].float() / 127.5 - 1
+        post = vae.encode(x).latent_dist
+        y = vae.decode(post.sample()).sample
+        weight = 1 + 9 * (x < 0.98).any(1, keepdim=True).float()  # the object's pixels 10x the white background
+        rec = (weight * ((y - x) ** 2 + 0.1 * (y - x).abs())).mean()
+        loss = rec + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["losses"].append(float(rec))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(rec=f"{float(rec):.4f}")
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            state.update(step=step + 1, model=vae.state_dict(), opt=opt.state_dict(), rng=g.get_state())
+            save_atomic(state, ckpt)
+    vae.eval()
+    return state
+
+
+@torch.no_grad()
+def encode_all(vae, clip, images, work):
+    """Posterior mean and std of every render, and its CLIP image embedding (the exact 8-bit ->
+    CLIPImageProcessor path of the guidance)."""
+    path = os.path.join(work, "latents.pt")
+    if os.path.isfile(path):
+        return torch.load(path, weights_only=True)
+    fe = feature_extractor()
+    N, V = images.shape[:2]
+    flat = images.reshape(N * V, *images.shape[2:])
+    means, stds, embs = [], [], []
+    for i in progress(range(0, len(flat), 256), "encode"):
+        x = flat[i:i + 256]
+        post = vae.encode(x.float() / 127.5 - 1).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+        px = fe(images=list(x.permute(0, 2, 3, 1).numpy()), return_tensors="pt").pixel_values
+        embs.append(clip(px).image_embeds)
+    out = {"mean": torch.cat(means).reshape(N, V, 4, *means[0].shape[-2:]), "std": torch.cat(stds).reshape(N, V, 4, *means[0].shape[-2:]),
+           "clip": torch.cat(embs).reshape(N, V, -1)}
+    save_atomic(out, path)
+    return out
+
+
+# ---------------------------------------------------------------------------------- 3. UNet
+def camera_table(c2w):
+    """T[n, i, j] = zero123_T(view i -> view j) of object n, Zero123's training formula."""
+    N, V = c2w.shape[:2]
+    T = torch.zeros(N, V, V, 4)
+    for n in range(N):
+        for i in range(V):
+            for j in range(V):
+                T[n, i, j] = torch.from_numpy(toy_objects.zero123_T(c2w[n, i].numpy(), c2w[n, j].numpy()))
+    return T
+
+
+def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_uncond=0.1, ema_decay=0.999):
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(**SCHEDULER)
+    ckpt = os.path.join(work, "unet.pt")
+    params = list(unet.parameters()) + list(proj.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    state = {"step": 0, "losses": []}
+    if os.path.isfile(ckpt):
+        state = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        proj.load_state_dict(state["proj"])
+        opt.load_state_dict(state["opt"])
+        ema = state["ema"]
+    g = torch.Generator().manual_seed(seed + 2)
+    if "rng" in state:
+        g.set_state(state["rng"])
+    N, V = lat["mean"].shape[:2]
+    warmup = min(200, steps // 10 + 1)
+    unet.train()
+    bar = progress(range(state["step"], steps), "unet", total=steps, initial=state["step"])
+    for step in bar:
+        lr_now = lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        n = torch.randint(N, (batch,), generator=g)
+        i = torch.randint(V, (batch,), generator=g)
+        j = torch.randint(V, (batch,), generator=g)
+        z0 = (lat["mean"][n, j] + lat["std"][n, j] * torch.randn(lat["mean"][n, j].shape, generator=g)) * scaling
+        cond = lat["mean"][n, i]  # the input view's latent, unscaled (Zero123: posterior mode)
+        token = proj(torch.cat([lat["clip"][n, i], T[n, i, j]], -1))[:, None]
+        keep = (torch.rand(batch, generator=g) >= p_uncond).float()
+        cond = cond * keep[:, None, None, None]
+        token = token * keep[:, None, None]
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
+        noisy = sched.add_noise(z0, noise, t)
+        pred = unet(torch.cat([noisy, cond], 1), t, encoder_hidden_states=token).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for e, p in zip(ema, params):
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+        state["losses"].append(float(loss))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{np.mean(state['losses'][-50:]):.4f}")
+        if (step + 1) % 200 == 0 or step + 1 == steps:
+            state.update(step=step + 1, unet=unet.state_dict(), proj=proj.state_dict(), opt=opt.state_dict(), ema=ema,
+                         rng=g.get_state())
+            save_atomic(state, ckpt)
+    with torch.no_grad():  # export the EMA weights
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    unet.eval()
+    return state
+
+
+# -------------------------------------------------------------------------------- 4. export
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2)
+
+
+def export(out, vae, unet, clip, proj, record):
+    """The ashawkey/zero123-xl-diffusers layout: each library component through its own
+    save_pretrained, the camera projection and model_index.json as that repository has them."""
+    from diffusers import DDIMScheduler
+    from safetensors.torch import save_file
+
+    tmp = out.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True)
+    unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+    clip.save_pretrained(os.path.join(tmp, "image_encoder"), safe_serialization=True)
+    feature_extractor().save_pretrained(os.path.join(tmp, "feature_extractor"))
+    DDIMScheduler(**SCHEDULER).save_pretrained(os.path.join(tmp, "scheduler"))
+    emb = CLIP_CONFIG["projection_dim"]
+    write_json(os.path.join(tmp, "clip_camera_projection", "config.json"),
+               {"_class_name": "CLIPCameraProjection", "_diffusers_version": "0.19.0", "embedding_dim": emb,
+                "additional_embeddings": 4})
+    save_file({"proj.weight": proj.weight.detach().contiguous().clone(), "proj.bias": proj.bias.detach().clone()},
+              os.path.join(tmp, "clip_camera_projection", "diffusion_pytorch_model.safetensors"))
+    write_json(os.path.join(tmp, "model_index.json"),
+               {"_class_name": "Zero123Pipeline", "_diffusers_version": "0.19.0.dev0",
+                "clip_camera_projection": ["zero123", "CLIPCameraProjection"],
+                "feature_extractor": ["transformers", "CLIPImageProcessor"],
+                "image_encoder": ["transformers", "CLIPVisionModelWithProjection"], "requires_safety_checker": False,
+                "safety_checker": [None, None], "scheduler": ["diffusers", "DDIMScheduler"],
+                "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]})
+    write_json(os.path.join(tmp, "training.json"), record)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="models/toy-zero123", help="output folder (diffusers Zero123 layout)")
+    ap.add_argument("--work", default="logs/toy_prior_work", help="data cache and resumable checkpoints")
+    ap.add_argument("--objects", type=int, default=1000, help="training objects (seeds 0..N-1)")
+    ap.add_argument("--views", type=int, default=10, help="renders per object")
+    ap.add_argument("--vae-steps", type=int, default=2000)
+    ap.add_argument("--vae-batch", type=int, default=32)
+    ap.add_argument("--vae-lr", type=float, default=2e-3)
+    ap.add_argument("--unet-steps", type=int, default=3000)
+    ap.add_argument("--unet-batch", type=int, default=64)
+    ap.add_argument("--unet-lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.objects < 1 or args.views < 2 or args.objects > len(toy_objects.TRAIN_SEEDS):
+        print(f"error: --objects must be in [1, {len(toy_objects.TRAIN_SEEDS)}] and --views at least 2", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.work, exist_ok=True)
+    meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads")}
+    meta_path = os.path.join(args.work, "args.json")
+    if os.path.isfile(meta_path) and json.load(open(meta_path)) != meta:
+        print(f"error: {args.work} holds a run with other settings ({meta_path}); use another --work or delete it",
+              file=sys.stderr)
+        return 2
+    write_json(meta_path, meta)
+    t0 = time.time()
+    vae, unet, clip, proj = build_models(args.seed)
+    data = make_data(os.path.join(args.work, "data.pt"), args.objects, args.views)
+    t_data = time.time() - t0
+    vae_state = train_vae(vae, data["images"], args.vae_steps, args.vae_batch, args.vae_lr, args.work, args.seed)
+    t_vae = time.time() - t0 - t_data
+    clip.eval()
+    lat = encode_all(vae, clip, data["images"], args.work)
+    scaling = float(1.0 / lat["mean"].std())
+    vae.register_to_config(scaling_factor=scaling)
+    T = camera_table(data["c2w"])
+    unet_state = train_unet(unet, proj, lat, T, scaling, args.unet_steps, args.unet_batch, args.unet_lr, args.work,
+                            args.seed)
+    t_unet = time.time() - t0 - t_data - t_vae
+    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
+                (("vae", vae), ("unet", unet), ("image_encoder", clip), ("clip_camera_projection", proj))}
+    record = {"args": meta, "parameters": n_params, "parameters_total": sum(n_params.values()),
+              "trained": ["vae", "unet", "clip_camera_projection"], "frozen_at_init": ["image_encoder"],
+              "scaling_factor": scaling, "train_seeds": [0, args.objects - 1],
+              "heldout_from": toy_objects.HELDOUT_START,
+              "vae_recon_loss_last100": float(np.mean(vae_state["losses"][-100:])),
+              "unet_loss_last200": float(np.mean(unet_state["losses"][-200:])),
+              "seconds": {"data": round(t_data, 1), "vae": round(t_vae, 1), "unet": round(t_unet, 1)},
+              "torch_threads": torch.get_num_threads()}
+    export(args.out, vae, unet, clip, proj, record)
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
