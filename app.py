@@ -61,8 +61,9 @@ def model_status(cfg) -> tuple[bool, str]:
 
 
 def choose_model(config: str, overrides: list):
-    """(config, overrides, status line, examples) of the page: the config as given, or, where its
-    Zero123 is missing and the user named no ``guidance_model``, the toy model trained here."""
+    """(config, overrides, loaded config, model ready, status line, examples) of the page: the
+    config as given, or, where its Zero123 is missing and the user named no ``guidance_model``,
+    the toy model trained here."""
     from config import load_config
     from guidance.loading import download_command
 
@@ -70,12 +71,12 @@ def choose_model(config: str, overrides: list):
     ok, status = model_status(base)
     named = any(o.split("=", 1)[0] == "guidance_model" for o in overrides)
     if ok or base.imagedream or named or not os.path.isfile(os.path.join(TOY_MODEL, "model_index.json")):
-        return config, overrides, status, EXAMPLES
+        return config, overrides, base, ok, status, EXAMPLES
     toy = overrides + [f"guidance_model={TOY_MODEL}"]
-    load_config(TOY_CONFIG, toy + ["save_path=demo"])
+    toy_cfg = load_config(TOY_CONFIG, toy + ["save_path=demo"])
     hub = str(base.guidance_model)
     real = hub if hub.count("/") == 1 and not hub.startswith((".", "/")) else "ashawkey/zero123-xl-diffusers"
-    return TOY_CONFIG, toy, (
+    return TOY_CONFIG, toy, toy_cfg, True, (
         f"**Offline demo: `{hub}` is not on this machine, so this page runs the toy Zero123 trained here** "
         f"(`models/toy-zero123`, 64 px, about 5 M parameters, `configs/toy.yaml`). It knows only the procedural "
         f"objects it was trained on (boxes, spheres, cylinders, cones, tori, capsules and unions of them): pick a "
@@ -108,9 +109,7 @@ def make_app(config: str, overrides: list, outdir: str):
     from cli import user_errors
     from config import load_config
 
-    config, overrides, status, examples = choose_model(config, overrides)
-    base = load_config(config, overrides + ["save_path=demo"])
-    ok, _ = model_status(base)
+    config, overrides, base, ok, status, examples = choose_model(config, overrides)
 
     def generate(image, remove_bg, elevation, iters, iters_refine, progress=gr.Progress()):
         from mesh import Mesh

@@ -235,8 +235,7 @@ class Stage1:
         if cfg.load:
             self.model = GaussianModel.load(cfg.load, device=self.device)
             if self.ctx.views is not None:  # recon: saved in the input's frame, trained in the normalised one
-                v = self.ctx.views
-                self.model = self.model.transformed(v.scale, -np.asarray(v.center, np.float32) * v.scale)
+                self.model = self.ctx.views.gaussians_to_normalised(self.model)
             log(f"resumed {len(self.model)} Gaussians from {cfg.load}")
         else:
             self.model = GaussianModel(cfg.sh_degree, self.device).init_random_blob(
@@ -298,9 +297,7 @@ class Stage1:
     def save_ply(self):
         """The Gaussians as .ply / .splat; in recon mode in the input's own frame, as the meshes."""
         path = self.paths["ply"]
-        model = self.model
-        if self.ctx.views is not None:
-            model = model.transformed(1.0 / self.ctx.views.scale, self.ctx.views.center)
+        model = self.model if self.ctx.views is None else self.ctx.views.gaussians_to_source(self.model)
         (model.save_splat if path.endswith(".splat") else model.save_ply)(path)
         return path
 

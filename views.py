@@ -42,6 +42,14 @@ class PosedViews:
         """Positions from the source's coordinates into the normalised frame (inverse of to_source)."""
         return (v - torch.as_tensor(self.center, dtype=v.dtype, device=v.device)) * self.scale
 
+    def gaussians_to_source(self, model):
+        """A copy of Gaussians (gaussians.GaussianModel) moved as ``to_source`` moves positions."""
+        return model.transformed(1.0 / self.scale, self.center)
+
+    def gaussians_to_normalised(self, model):
+        """A copy of Gaussians moved as ``to_normalised`` moves positions (inverse of gaussians_to_source)."""
+        return model.transformed(self.scale, -np.asarray(self.center, np.float32) * self.scale)
+
 
 def orbit_cameras(n: int, resolution: int, radius: float, fovy: float, min_elev: float = -45.0,
                   max_elev: float = 60.0, offset: float = 0.0):

@@ -169,13 +169,15 @@ def test_demo_app_offers_the_toy_model_when_zero123_is_missing():
     pytest.importorskip("gradio", reason="the demo app needs gradio: pip install -r requirements-app.txt")
     from app import TOY_CONFIG, choose_model
 
-    config, overrides, status, examples = choose_model(os.path.join(ROOT, "configs", "image.yaml"), [])
+    config, overrides, base, ok, status, examples = choose_model(os.path.join(ROOT, "configs", "image.yaml"), [])
     assert config == TOY_CONFIG and any(o.startswith("guidance_model=") for o in overrides)
+    assert ok and base.guidance_model.endswith("toy-zero123")
     assert "toy Zero123" in status and "download ashawkey/zero123-xl-diffusers" in status
     assert examples and all("/data/toy/" in e for e in examples)
     # a model the user named is kept: the page says it is missing instead
-    config, _, status, _ = choose_model(os.path.join(ROOT, "configs", "image.yaml"), ["guidance_model=/nope/z123"])
-    assert config.endswith("image.yaml") and "not on this machine" in status
+    config, _, _, ok, status, _ = choose_model(os.path.join(ROOT, "configs", "image.yaml"),
+                                               ["guidance_model=/nope/z123"])
+    assert config.endswith("image.yaml") and not ok and "not on this machine" in status
 
 
 # ------------------------------------------------------------------ the generative loop, end to end
