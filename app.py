@@ -175,10 +175,12 @@ def make_app(config: str, overrides: list, outdir: str):
 
 
 def main(argv=None):
+    from cli import PORT
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "image.yaml"))
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--port", type=PORT, default=7860)
     ap.add_argument("--outdir", default=os.path.join(ROOT, "logs", "app"))
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. guidance_model=/models/zero123-xl")
     args = ap.parse_intermixed_args(argv)
@@ -204,4 +206,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cli import guarded
+
+    sys.exit(guarded(main))

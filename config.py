@@ -94,18 +94,41 @@ def check_types(base: DictConfig, override: DictConfig, source: str) -> DictConf
     return OmegaConf.create(fixed)
 
 
+def _yaml_reason(e: Exception, path: str) -> str:
+    """A YAML parse error as one line with its line number and reason (PyYAML spreads them over
+    several lines; a tab in the indentation is the commonest)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if mark is None:
+        return problem
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            line = fh.read().splitlines()[mark.line]
+    except (OSError, IndexError):
+        line = ""
+    if "\t" in line[:mark.column + 1]:
+        problem = "a tab character: YAML indents with spaces only"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _load_yaml(path: str, seen=()) -> DictConfig:
     """A YAML config; ``_base_: other.yaml`` (relative to it) inherits every key of that file,
     and the file may then only set keys the base has."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" if not os.path.isdir(path) else
+                          f"config {path} is a folder; pass a YAML file (configs/image.yaml, ...)")
     try:
         cfg = OmegaConf.load(path)
     except Exception as e:
-        raise ConfigError(f"cannot parse config {path}: {e}") from None
+        raise ConfigError(f"cannot parse config {path}: {_yaml_reason(e, path)}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"config {path} must be a mapping of key: value lines at the top level, "
+                          f"not a {'list' if isinstance(cfg, ListConfig) else type(cfg).__name__}")
     base = cfg.pop("_base_", None)
     if base is None:
         return cfg
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"config {path}: _base_ must be one file name (e.g. _base_: image.yaml), got {base!r}")
     base_path = os.path.join(os.path.dirname(path), base)
     if os.path.abspath(base_path) in seen:
         raise ConfigError(f"config {path}: _base_ cycle through {base}")
@@ -128,4 +151,132 @@ def load_config(path: str, overrides: list[str] | tuple = ()) -> DictConfig:
     over = check_types(cfg, over, "the command line")
     merged = OmegaConf.merge(cfg, over)
     OmegaConf.set_struct(merged, True)  # later typos in code fail loudly too
+    validate(merged)
     return merged
+
+
+# ------------------------------------------------------------------------------ value rules
+# Every key of configs/image.yaml (the base of all configs) has a rule here, checked when the
+# config is loaded, before any input is read or model loaded (tests/test_config.py asserts that no
+# key lacks one). A rule is a function value -> None or the reason the value is wrong.
+
+def _num(lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+    def check(v):
+        if integer and not isinstance(v, int):
+            return "must be a whole number"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'above' if lo_open else 'at least'} {lo}"
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {'below' if hi_open else 'at most'} {hi}"
+    return check
+
+
+def _choice(*options, prefix=False):
+    def check(v):
+        ok = any(str(v) == o or (prefix and str(v).startswith(o + ":")) for o in options)
+        return None if ok else f"must be one of {', '.join(options)}"
+    return check
+
+
+def _items(rule, min_len=0):
+    def check(v):
+        if len(v) < min_len:
+            return f"needs at least {min_len} entr{'y' if min_len == 1 else 'ies'}"
+        for i, item in enumerate(v):
+            why = rule(item)
+            if why:
+                return f"item {i} ({item}) {why}"
+    return check
+
+
+def _any(v):
+    return None
+
+
+def _name(v):
+    return "must not be empty" if not str(v).strip() else None
+
+
+COUNT = _num(1, integer=True)  # a count: 1 or more
+NONNEG = _num(0)
+POSITIVE = _num(0, lo_open=True)
+FRACTION = _num(0, 1)
+ELEVATION = _num(-90, 90)
+
+RULES = {
+    "mode": _choice("image", "text", "recon"), "input": _any, "prompt": _any, "negative_prompt": _any,
+    "elevation": ELEVATION, "ref_size": COUNT, "recenter": _any, "border_ratio": _num(0, 1, hi_open=True),
+    "outdir": _name, "save_path": _name, "mesh_format": _choice("obj", "glb"), "splat_format": _choice("ply", "splat"),
+    "gui": _any, "gui_host": _name, "gui_port": _num(0, 65535, integer=True), "gui_max_resolution": COUNT,
+    "gui_render_budget": _num(0, 1, lo_open=True), "seed": _num(0, integer=True), "quiet": _any,
+    "device": _choice("auto", "cuda", "cpu", "mps", prefix=True), "rasterizer": _choice("auto", "torch", "gsplat", "inria"),
+    "mesh_renderer": _choice("auto", "torch", "nvdiffrast"), "tile_size": COUNT, "chunk_size": COUNT,
+    "guidance_model": _name, "zero123_resolution": _num(0, integer=True), "stable_zero123": _any, "sd_model": _name,
+    "guidance_dtype": _choice("auto", "fp16", "fp32", "bf16"), "guidance_scale": NONNEG, "sd_guidance_scale": NONNEG,
+    "t_min": FRACTION, "t_max": FRACTION, "anneal_timestep": _any, "sds_weighting": _choice("sds", "uniform", "snr"),
+    "grad_clip": NONNEG, "attention_slicing": _any, "lambda_zero123": NONNEG, "lambda_sd": NONNEG,
+    "view_dependent_prompt": _any, "mvdream": _any, "imagedream": _any, "mvdream_model": _name,
+    "imagedream_model": _name, "imagedream_image_encoder": _any, "mv_tokenizer": _name,
+    "imagedream_guidance_scale": NONNEG, "recon_num_views": COUNT, "recon_extent": POSITIVE,
+    "recon_min_elevation": ELEVATION, "recon_max_elevation": ELEVATION, "input_max_texture": COUNT,
+    "iters": COUNT, "batch_size": COUNT, "resolution_schedule": _items(COUNT, 1),
+    "resolution_milestones": _items(_num(0, 1, lo_open=True, hi_open=True)), "lambda_rgb": NONNEG,
+    "lambda_mask": NONNEG, "warmup_rgb_loss": _any, "radius": POSITIVE, "fovy": _num(0, 180, True, True),
+    "min_ver": ELEVATION, "max_ver": ELEVATION, "invert_bg_prob": FRACTION, "load": _any, "num_pts": COUNT,
+    "init_radius": POSITIVE, "init_opacity": _num(0, 1, True, True), "init_sh_dc": NONNEG,
+    "sh_degree": _num(0, 3, integer=True), "position_lr_scale": NONNEG, "position_lr_init": NONNEG,
+    "position_lr_final": NONNEG, "position_lr_delay_mult": NONNEG, "position_lr_max_steps": COUNT,
+    "feature_lr": NONNEG, "opacity_lr": NONNEG, "scaling_lr": NONNEG, "rotation_lr": NONNEG,
+    "density_start_iter": _num(0, integer=True), "density_end_iter": _num(0, integer=True),
+    "densification_interval": COUNT, "opacity_reset_interval": _num(0, integer=True),
+    "densify_grad_threshold": NONNEG, "percent_dense": NONNEG, "extent": POSITIVE, "min_opacity": FRACTION,
+    "max_screen_size": NONNEG, "max_world_size": NONNEG, "split_samples": COUNT, "split_scale_div": POSITIVE,
+    "reset_opacity_value": _num(0, 1, lo_open=True), "final_prune_min_opacity": FRACTION,
+    "final_prune_max_scale": NONNEG, "density_thresh": POSITIVE, "mc_resolution": _num(2, integer=True),
+    "mc_num_blocks": COUNT, "mc_padding": NONNEG, "mc_sigma_cut": POSITIVE, "mc_margin": NONNEG,
+    "mc_min_opacity": _num(0, 1, hi_open=True), "min_component_ratio": FRACTION, "remove_cavities": _any,
+    "decimate_target": _num(0, integer=True), "texture_size": COUNT, "bake_resolution": COUNT,
+    "bake_num_azimuth": COUNT, "bake_elevations": _items(_num(-89.9, 89.9), 1), "bake_top_bottom": _any,
+    "bake_grazing_cos": _num(-1, 1, hi_open=True), "bake_blend": _choice("first", "weighted"), "mesh": _any,
+    "iters_refine": _num(0, integer=True), "texture_lr": NONNEG, "texture_logits": _any, "train_geo": _any,
+    "geom_lr": NONNEG, "refine_strength_start": FRACTION, "refine_strength_end": FRACTION,
+    "refine_inference_steps": COUNT, "refine_resolution": COUNT, "refine_white_bg": _any, "lambda_refine": NONNEG,
+    "lambda_ref_view": NONNEG,
+}
+
+
+def _relations(c):
+    """Rules between keys: (keys named, reason) for each broken one."""
+    if c.mc_resolution % c.mc_num_blocks:
+        yield "mc_resolution", f"must be a multiple of mc_num_blocks ({c.mc_num_blocks}), got {c.mc_resolution}"
+    if c.t_min >= c.t_max:
+        yield "t_min", f"must be below t_max ({c.t_max}), got {c.t_min}"
+    if c.min_ver > c.max_ver:
+        yield "min_ver", f"must not exceed max_ver ({c.max_ver}), got {c.min_ver}"
+    if c.recon_min_elevation > c.recon_max_elevation:
+        yield "recon_min_elevation", (f"must not exceed recon_max_elevation ({c.recon_max_elevation}), "
+                                      f"got {c.recon_min_elevation}")
+    if len(c.resolution_milestones) != len(c.resolution_schedule) - 1:
+        yield "resolution_milestones", (f"needs one entry fewer than resolution_schedule "
+                                        f"({len(c.resolution_schedule)} entries), got {len(c.resolution_milestones)}")
+    elif list(c.resolution_milestones) != sorted(c.resolution_milestones):
+        yield "resolution_milestones", f"must increase, got {list(c.resolution_milestones)}"
+
+
+def validate(cfg: DictConfig):
+    """Check every key's value against RULES and the rules between keys; raise ConfigError naming
+    the first broken one. Unset mandatory keys (save_path: ???) are left to the caller."""
+    for key, rule in RULES.items():
+        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] is None:
+            continue
+        value = cfg[key]
+        if isinstance(value, bool) and rule is not _any:
+            continue  # types were checked against the defaults already
+        why = rule(value)
+        if why:
+            shown = list(value) if isinstance(value, ListConfig) else value
+            raise ConfigError(f"config key '{key}' {why}, got {shown!r}" if "got" not in why and "item" not in why
+                              else f"config key '{key}' {why}")
+    if all(k in cfg for k in ("mc_resolution", "t_min", "min_ver", "resolution_milestones", "recon_min_elevation")):
+        for key, why in _relations(cfg):
+            raise ConfigError(f"config key '{key}' {why}")

@@ -268,7 +268,8 @@ class GaussianModel:
         from plyfile import PlyData
 
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"Gaussian .ply not found: {path}")
+            raise (IsADirectoryError if os.path.isdir(path) else FileNotFoundError)(
+                f"{path} is a folder, not a Gaussian .ply" if os.path.isdir(path) else f"Gaussian .ply not found: {path}")
         try:
             ply = PlyData.read(path)
         except Exception as e:  # plyfile raises several exception types
@@ -329,7 +330,8 @@ class GaussianModel:
     def load_splat(cls, path: str, device="cpu") -> "GaussianModel":
         """Read a .splat (degree-0 SH; opacities of 0 or 255 are clamped to finite logits)."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"Gaussian .splat not found: {path}")
+            raise (IsADirectoryError if os.path.isdir(path) else FileNotFoundError)(
+                f"{path} is a folder, not a .splat file" if os.path.isdir(path) else f"Gaussian .splat not found: {path}")
         size = os.path.getsize(path)
         if size == 0 or size % cls.SPLAT_DTYPE.itemsize:
             raise PlyFormatError(f"{path}: a .splat holds 32 bytes per Gaussian; {size} bytes is not that")

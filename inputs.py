@@ -53,16 +53,46 @@ def recenter(rgba: np.ndarray, size: int, border_ratio: float) -> np.ndarray:
     return out
 
 
-def load_input_image(path: str, size: int, do_recenter: bool = True, border_ratio: float = 0.2):
+OPAQUE = 254.5 / 255  # an alpha channel whose minimum reaches this has no background
+SEMI_TRANSPARENT = 0.9  # an object whose alpha never reaches this was saved with reduced opacity
+
+
+def check_alpha(img: np.ndarray, path: str, warnings: list) -> np.ndarray:
+    """Judge the alpha channel of an RGBA image as a whole, not pixel by pixel against a fixed 0.5:
+    fully opaque -> a warning (the whole rectangle would be the object); an object that is
+    semi-transparent everywhere (its alpha peaks below SEMI_TRANSPARENT) -> alpha rescaled by its
+    own maximum, with a warning; no alpha at all -> InputError."""
+    alpha = img[..., 3]
+    top = float(alpha.max())
+    if top < 1.5 / 255:
+        raise InputError(f"{path}: the alpha channel is empty (fully transparent): no object to reconstruct")
+    if float(alpha.min()) >= OPAQUE:
+        warnings.append(f"{path}: the alpha channel is fully opaque, so the whole {img.shape[1]}x{img.shape[0]} "
+                        f"rectangle is taken as the object; remove the background first (python process.py "
+                        f"{path}, which mattes with rembg)")
+    elif top < SEMI_TRANSPARENT:
+        warnings.append(f"{path}: the object is semi-transparent everywhere (alpha at most {top:.2f}); its alpha is "
+                        f"scaled by 1/{top:.2f} so that it counts as opaque")
+        img = img.copy()
+        img[..., 3] = np.clip(alpha / top, 0, 1)
+    return img
+
+
+def load_input_image(path: str, size: int, do_recenter: bool = True, border_ratio: float = 0.2,
+                     warnings: list | None = None):
     """Load the reference view: (rgb [3,S,S] premultiplied-free colour, mask [1,S,S]) in [0,1].
 
-    RGBA images are used as they are; RGB images are matted with rembg; grayscale images are
-    expanded to RGB first.
+    RGBA images are used as they are (see ``check_alpha``; what it had to guess is appended to
+    ``warnings``); RGB images are matted with rembg; grayscale images are expanded to RGB first;
+    EXIF orientation is applied.
     """
     import cv2
 
+    warnings = [] if warnings is None else warnings
     if not path:
         raise InputError("no input given: set input=path/to/image_rgba.png")
+    if os.path.isdir(path):
+        raise InputError(f"input {path} is a folder; image mode takes one image (scripts/batch.py runs a folder)")
     if not os.path.isfile(path):
         raise InputError(f"input image not found: {path}")
     try:
@@ -74,6 +104,7 @@ def load_input_image(path: str, size: int, do_recenter: bool = True, border_rati
         raise InputError(f"input image {path} is {w}x{h}; at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} is needed")
     if img.shape[2] == 3:
         img = remove_background(img)
+    img = check_alpha(img, path, warnings)
     if do_recenter:
         img = recenter(img, size, border_ratio)
     else:

@@ -4,7 +4,7 @@
 """
 import sys
 
-from cli import run_stage
+from cli import guarded, run_stage
 
 if __name__ == "__main__":
-    sys.exit(run_stage(1))
+    sys.exit(guarded(lambda: run_stage(1)))

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from io_utils import atomic_write, load_image, save_image
+from io_utils import atomic_write, image_writer, load_image
+from outputs import write_together
 
 DEFAULT_MAX_TEXTURE = 4096  # longest side of an input texture or packed atlas (config: input_max_texture)
 NEUTRAL_GREY = 0.5  # the colour of a mesh that has no texture, material colour or vertex colours
@@ -106,18 +107,18 @@ class Mesh:
         return v, f, vt, tex
 
     def save_obj(self, path: str):
-        """Write ``name.obj`` + ``name.mtl`` + ``name_albedo.png`` (texture first, .obj last)."""
+        """Write ``name.obj`` + ``name.mtl`` + ``name_albedo.png``, published together (written under
+        temporary names, renamed when all are complete, the .obj last)."""
         v, f, vt, tex = self._np()
         vn = self.vertex_normals().detach().cpu().numpy()
         vc = None if self.vc is None else self.vc.detach().cpu().numpy()
         base = os.path.splitext(path)[0]
         name = os.path.basename(base)
-        lines = []
+        lines, files = [], []
         if tex is not None and vt is not None:
-            save_image(base + "_albedo.png", tex)
             mtl = (f"newmtl material_0\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nd 1.0\nillum 1\n"
                    f"map_Kd {name}_albedo.png\n")
-            atomic_write(base + ".mtl", lambda tmp: open(tmp, "w").write(mtl))
+            files += [(base + "_albedo.png", image_writer(tex)), (base + ".mtl", _text_writer(mtl))]
             lines += [f"mtllib {name}.mtl", "usemtl material_0"]
         if vc is None:
             lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in v]
@@ -132,7 +133,7 @@ class Mesh:
         else:
             lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in fi]
         text = "\n".join(lines) + "\n"
-        atomic_write(path, lambda tmp: open(tmp, "w").write(text))
+        write_together(files + [(path, _text_writer(text))])  # all three or none; the .obj renamed last
 
     def to_trimesh(self):
         import trimesh
@@ -166,6 +167,60 @@ class Mesh:
 _MTL_OPTIONS = {"-blendu": 1, "-blendv": 1, "-bm": 1, "-boost": 1, "-cc": 1, "-clamp": 1, "-imfchan": 1,
                 "-mm": 2, "-texres": 1, "-type": 1, "-o": 3, "-s": 3, "-t": 3}
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(?=\s|$)")
+
+
+# glTF extensions a file may require that this reader honours: Draco geometry (decoded by trimesh
+# through DracoPy), WebP textures (trimesh), specular-glossiness materials (trimesh), unlit
+# materials (shading only: the base colour is read as usual).
+GLTF_EXTENSIONS = {"KHR_draco_mesh_compression": "DracoPy", "EXT_texture_webp": None,
+                   "KHR_materials_pbrSpecularGlossiness": None, "KHR_materials_unlit": None}
+
+
+def _gltf_json(path: str) -> dict | None:
+    """The JSON part of a .glb or .gltf (None if it cannot be read; the reader then says why)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+            if head[:4] == b"glTF":
+                length, kind = struct.unpack("<I4s", head[12:20])
+                return json.loads(fh.read(length)) if kind == b"JSON" else None
+            return json.loads(head + fh.read())
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _check_gltf_extensions(path: str):
+    """A glTF that requires an extension this reader does not decode (meshopt or Draco without
+    DracoPy, quantized or Basis-compressed data) is one MeshFormatError naming the extension, not
+    geometry read as placeholder zeros (three vertices at the origin)."""
+    tree = _gltf_json(path)
+    if not isinstance(tree, dict):
+        return
+    used = set(tree.get("extensionsRequired") or [])
+    for m in tree.get("meshes") or []:  # a compressed primitive counts even if not declared required
+        for prim in (m or {}).get("primitives") or []:
+            used |= {e for e in ((prim or {}).get("extensions") or {}) if e.endswith("compression")}
+    for ext in sorted(used):
+        if ext not in GLTF_EXTENSIONS:
+            raise MeshFormatError(f"{path}: requires the glTF extension {ext}, which this reader cannot decode; "
+                                  "re-export it without (e.g. Blender's glTF export with compression off)")
+        module = GLTF_EXTENSIONS[ext]
+        if module:
+            import importlib.util
+
+            if importlib.util.find_spec(module) is None:
+                raise MeshFormatError(f"{path}: compressed with the glTF extension {ext}; pip install {module} "
+                                      "to read it, or re-export it uncompressed")
+
+
+def _text_writer(text: str):
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    return write
 
 
 def split_texture_reference(text: str) -> tuple[str, dict]:
@@ -371,7 +426,8 @@ def read_mesh(path: str, max_texture: int = DEFAULT_MAX_TEXTURE) -> Mesh:
     import trimesh
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"mesh file not found: {path}")
+        raise (IsADirectoryError if os.path.isdir(path) else FileNotFoundError)(
+            f"{path} is a folder, not a mesh file" if os.path.isdir(path) else f"mesh file not found: {path}")
     name = os.path.basename(path)
     source, kind, obj_lines = path, None, 0
     if os.path.splitext(path)[1].lower() == ".obj":
@@ -380,6 +436,8 @@ def read_mesh(path: str, max_texture: int = DEFAULT_MAX_TEXTURE) -> Mesh:
         obj_lines = _check_obj_numbers(path, data)
         if b"\t" in data:  # the OBJ grammar separates by any white space; trimesh's reader by spaces only
             source, kind = io.BytesIO(data.replace(b"\t", b" ")), "obj"
+    elif os.path.splitext(path)[1].lower() in (".glb", ".gltf"):
+        _check_gltf_extensions(path)
     resolver = _resolver_class()(path)
     log = logging.getLogger("trimesh")
     level = log.level

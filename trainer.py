@@ -50,7 +50,30 @@ def output_paths(cfg) -> dict:
     base = os.path.join(cfg.outdir, cfg.save_path)
     ext = "." + cfg.mesh_format
     splats = "_model." + cfg.splat_format  # .ply (standard 3DGS attributes) or .splat (web viewers)
-    return {"ply": base + splats, "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json"}
+    return {"ply": base + splats, "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json",
+            "base": base}
+
+
+def mesh_files(path: str) -> list:
+    """Every file a mesh output at ``path`` consists of (an .obj's .mtl and texture)."""
+    base, ext = os.path.splitext(path)
+    return [path] + ([base + ".mtl", base + "_albedo.png"] if ext == ".obj" else [])
+
+
+def read_run_json(path: str) -> dict:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def digests(paths) -> dict:
+    """{file name: sha256} of the files a stage wrote (run.json's record of them)."""
+    from outputs import file_digest
+
+    return {os.path.basename(p): file_digest(p) for p in paths if os.path.isfile(p)}
 
 
 def coarse_candidates(paths: dict) -> list:
@@ -61,12 +84,7 @@ def coarse_candidates(paths: dict) -> list:
 
 def update_run_json(path: str, stage: str, cfg, record: dict):
     """Merge this stage's record into ``<name>_run.json`` (atomically)."""
-    data = {}
-    if os.path.isfile(path):
-        try:
-            data = json.load(open(path))
-        except json.JSONDecodeError:
-            data = {}
+    data = read_run_json(path)
     from importlib.metadata import PackageNotFoundError, version
 
     def ver(pkg):
@@ -117,25 +135,10 @@ def check_output(cfg):
 
 
 def check_common(cfg):
-    counts = ("iters", "batch_size", "ref_size", "num_pts", "texture_size", "bake_resolution", "mc_resolution",
-              "mc_num_blocks", "refine_resolution", "refine_inference_steps", "recon_num_views", "input_max_texture")
-    for key in counts + ("radius", "init_radius"):
-        if key in cfg and cfg[key] is not None and (cfg[key] < 1 if key in counts else cfg[key] <= 0):
-            raise ValueError(f"{key} must be positive, got {cfg[key]}")
-    if cfg.iters_refine < 0:
-        raise ValueError(f"iters_refine must be 0 or more, got {cfg.iters_refine}")
-    if not 0 < cfg.fovy < 180:
-        raise ValueError(f"fovy must be in (0, 180) degrees, got {cfg.fovy}")
-    if any(r < 1 for r in cfg.resolution_schedule):
-        raise ValueError(f"resolution_schedule entries must be positive, got {list(cfg.resolution_schedule)}")
-    if cfg.splat_format not in ("ply", "splat"):
-        raise ValueError(f"splat_format must be ply or splat, got '{cfg.splat_format}'")
-    if cfg.mesh_format not in ("obj", "glb"):
-        raise ValueError(f"mesh_format must be obj or glb, got '{cfg.mesh_format}'")
-    if cfg.mode not in ("image", "text", "recon"):
-        raise ValueError(f"mode must be image, text or recon, got '{cfg.mode}'")
-    if len(cfg.resolution_milestones) != len(cfg.resolution_schedule) - 1:
-        raise ValueError("resolution_milestones needs one entry fewer than resolution_schedule")
+    """Every key's value (config.validate; load_config ran it already for configs read from YAML)."""
+    from config import validate
+
+    validate(cfg)
 
 
 class Context:
@@ -155,7 +158,7 @@ class Context:
         if cfg.mode == "image":
             from inputs import load_input_image
 
-            rgb, mask = load_input_image(cfg.input, cfg.ref_size, cfg.recenter, cfg.border_ratio)
+            rgb, mask = load_input_image(cfg.input, cfg.ref_size, cfg.recenter, cfg.border_ratio, self.warnings)
             cam = Camera.orbit(cfg.elevation, 0.0, cfg.radius, cfg.fovy, cfg.ref_size)
             self.ref = (cam, rgb.to(self.device), mask.to(self.device))
         elif cfg.mode == "recon":
@@ -193,6 +196,10 @@ class Context:
             g = build_guidance(self.cfg, self.device, self.views)
             if cond is not None:
                 g.prepare(**cond)
+            for w in g.warnings():  # e.g. a prompt longer than the text encoder reads
+                if w not in self.warnings:
+                    self.warnings.append(w)
+                    self.log(f"warning: {w}")
             self._guidance = g
         return self._guidance
 
@@ -227,11 +234,16 @@ class Stage1:
         from densification import DensifyStrategy
         from gaussians import GaussianModel, OptimConfig
 
+        from outputs import check_free
+
         self.cfg = cfg
         self.log = log
+        self.paths = output_paths(cfg)
+        check_free([self.paths["ply"], self.paths["run"], self.paths["base"] + ".lock"]
+                   + mesh_files(self.paths["coarse"]))
         self.ctx = context or Context(cfg, log)
         self.device = self.ctx.device
-        self.paths = output_paths(cfg)
+        self.run_id = None
         if cfg.load:
             self.model = GaussianModel.load(cfg.load, device=self.device)
             if self.ctx.views is not None:  # recon: saved in the input's frame, trained in the normalised one
@@ -294,12 +306,29 @@ class Stage1:
                 self.hook(self, stats)
         return stats
 
-    def save_ply(self):
+    def save_ply(self, path=None):
         """The Gaussians as .ply / .splat; in recon mode in the input's own frame, as the meshes."""
-        path = self.paths["ply"]
+        path = path or self.paths["ply"]
         model = self.model if self.ctx.views is None else self.ctx.views.gaussians_to_source(self.model)
         (model.save_splat if path.endswith(".splat") else model.save_ply)(path)
         return path
+
+    def rescue(self, error):
+        """The outputs cannot be written (disk full, no permission): the trained Gaussians go to
+        the system temp folder, and the one-line error says where. A finished training is never
+        lost."""
+        import tempfile
+
+        from outputs import OutputError
+
+        rescue = os.path.join(tempfile.gettempdir(), f"dreamgaussian_{self.run_id or os.getpid()}_"
+                              f"{os.path.basename(self.paths['ply'])}")
+        try:
+            self.save_ply(rescue)
+        except OutputError:
+            return OutputError(f"{error}; the trained Gaussians could not be saved anywhere")
+        return OutputError(f"{error}; the trained Gaussians are saved to {rescue} instead (continue with "
+                           f"load={rescue})")
 
     def export_mesh(self):
         from mesh_utils import gaussians_to_mesh
@@ -316,6 +345,21 @@ class Stage1:
         return mesh, times, stats
 
     def run(self) -> dict:
+        """Train, then write the Gaussians and the coarse mesh, holding ``<save_path>.lock``.
+        run.json's ``stage1`` record carries a run id, the input's hash and the hash of every file
+        written, and says ``writing`` while they are replaced, so stage 2 can tell these outputs
+        from a mixture."""
+        import uuid
+
+        from outputs import RunLock, input_digest
+
+        with RunLock(self.paths["base"]):
+            self.run_id = uuid.uuid4().hex[:12]
+            self.provenance = {"run_id": self.run_id, "input": {"path": self.cfg.input,
+                                                                "sha256": input_digest(self.cfg)}}
+            return self._run()
+
+    def _run(self) -> dict:
         t0 = time.perf_counter()
         self.ctx.load_guidance()  # load the models (and fail on a missing one) before training starts
         timings = {"load_guidance": round(time.perf_counter() - t0, 3)}
@@ -331,20 +375,34 @@ class Stage1:
 
             pruned = final_prune(self.model, self.cfg.final_prune_min_opacity, self.cfg.final_prune_max_scale)
         self.model.check()
-        self.save_ply()
+        # from here on the outputs of earlier runs are replaced: run.json says so first
+        from outputs import OutputError
+
+        try:
+            update_run_json(self.paths["run"], "stage1", self.cfg, {**self.provenance, "status": "writing"})
+            self.save_ply()
+        except OutputError as e:
+            raise self.rescue(e) from None
+        written = [self.paths["ply"]]
         record = {"seed": self.cfg.seed, "steps": self.step, "gaussians": len(self.model), "final_pruned": pruned,
                   "outputs": {"ply": self.paths["ply"]}, "timings": timings, "interrupted": interrupted,
                   "warnings": self.ctx.warnings}
         if not interrupted:
             t1 = time.perf_counter()
-            _, mesh_times, mesh_stats = self.export_mesh()
-            timings["mesh_export"] = round(time.perf_counter() - t1, 3)
-            timings["mesh_export_stages"] = mesh_times
-            record["mesh"] = mesh_stats
-            record["outputs"]["mesh"] = self.paths["coarse"]
+            try:
+                _, mesh_times, mesh_stats = self.export_mesh()
+            except KeyboardInterrupt:  # Ctrl-C during the export: the Gaussians are saved, no mesh is
+                interrupted = record["interrupted"] = True
+            else:
+                timings["mesh_export"] = round(time.perf_counter() - t1, 3)
+                timings["mesh_export_stages"] = mesh_times
+                record["mesh"] = mesh_stats
+                record["outputs"]["mesh"] = self.paths["coarse"]
+                written += mesh_files(self.paths["coarse"])
         timings["total"] = round(time.perf_counter() - t0, 3)
         if self.ctx.views is not None:
             record["normalisation"] = {"center": self.ctx.views.center.tolist(), "scale": self.ctx.views.scale}
+        record.update(self.provenance, status="interrupted" if interrupted else "finished", files=digests(written))
         update_run_json(self.paths["run"], "stage1", self.cfg, record)
         if interrupted:
             self.log(f"interrupted at step {self.step}: Gaussians saved to {self.paths['ply']}; "
@@ -354,6 +412,32 @@ class Stage1:
 
 
 # -------------------------------------------------------------------- stage 2
+def check_stage1_outputs(cfg, paths: dict, mesh_path: str) -> dict:
+    """The coarse mesh stage 2 is about to refine must be the one the last finished stage 1 wrote
+    (its hash in run.json), and ``input=`` the input that run used; else one line saying which
+    and how to choose on purpose (``mesh=``). Returns that stage-1 record."""
+    from outputs import OutputError, file_digest, input_digest
+
+    anyway = f"or pass mesh={mesh_path} to refine it anyway"
+    s1 = read_run_json(paths["run"]).get("stage1")
+    if not isinstance(s1, dict) or "run_id" not in s1:
+        raise OutputError(f"{paths['run']} has no record of the stage-1 run that wrote {mesh_path}: rerun main.py "
+                          f"with this save_path, {anyway}")
+    if s1.get("status") != "finished":
+        how = {"interrupted": "was interrupted", "writing": "stopped while writing"}.get(s1.get("status"), "did not finish")
+        raise OutputError(f"the last stage-1 run for {paths['base']} ({s1['run_id']}) {how} before its mesh was written: "
+                          f"{mesh_path} is from an earlier run; rerun main.py, {anyway}")
+    recorded = (s1.get("files") or {}).get(os.path.basename(mesh_path))
+    if recorded is None or recorded != file_digest(mesh_path):
+        raise OutputError(f"{mesh_path} is not the mesh the last stage-1 run ({s1['run_id']}) wrote (it has changed "
+                          f"or comes from elsewhere); rerun main.py, {anyway}")
+    want = (s1.get("input") or {}).get("sha256")
+    if want is not None and input_digest(cfg) != want:
+        raise OutputError(f"input={cfg.input} is not the input stage 1 used for {paths['base']} "
+                          f"({(s1.get('input') or {}).get('path')}); pass that input=, {anyway}")
+    return s1
+
+
 class Stage2:
     """Refine the coarse mesh's texture (and optionally its vertices) with MSE to SDEdit-style
     targets: render, let the guidance noise and denoise the render, fit to the result."""
@@ -364,9 +448,16 @@ class Stage2:
         self.cfg = cfg
         self.log = log
         self.paths = output_paths(cfg)
+        from outputs import check_free
+
         path = cfg.mesh or next((p for p in coarse_candidates(self.paths) if os.path.isfile(p)), self.paths["coarse"])
         if not os.path.isfile(path):
+            if os.path.isdir(path):
+                raise ValueError(f"stage-2 input mesh {path} is a folder; pass mesh=FILE.obj or .glb")
             raise FileNotFoundError(f"stage-2 input mesh not found: {path} (run main.py first, or pass mesh=...)")
+        check_free(mesh_files(self.paths["fine"]) + [self.paths["run"], self.paths["base"] + ".lock"])
+        self.stage1 = None if cfg.mesh else check_stage1_outputs(cfg, self.paths, path)
+        self.mesh_path = path
         self.ctx = context or Context(cfg, log)
         self.device = self.ctx.device
         mesh = Mesh.load(path)
@@ -435,6 +526,19 @@ class Stage2:
         return out
 
     def run(self) -> dict:
+        """Refine and export, holding ``<save_path>.lock`` as stage 1 does."""
+        from outputs import RunLock
+
+        with RunLock(self.paths["base"]):
+            if self.stage1 is not None:  # stage 1 may have run again since this stage was set up
+                check_stage1_outputs(self.cfg, self.paths, self.mesh_path)
+            return self._run()
+
+    def _run(self) -> dict:
+        import uuid
+
+        from outputs import input_digest
+
         t0 = time.perf_counter()
         self.ctx.load_guidance()  # load the models (and fail on a missing one) before refining
         bar = progress(range(self.cfg.iters_refine), self.cfg.quiet, "stage 2")
@@ -453,7 +557,11 @@ class Stage2:
         record = {"seed": self.cfg.seed, "steps": self.step, "faces": int(out.f.shape[0]),
                   "vertices": int(out.v.shape[0]), "outputs": {"mesh": self.paths["fine"]}, "interrupted": interrupted,
                   "warnings": self.ctx.warnings,
-                  "timings": {"train": round(t_train, 3), "total": round(time.perf_counter() - t0, 3)}}
+                  "timings": {"train": round(t_train, 3), "total": round(time.perf_counter() - t0, 3)},
+                  "run_id": uuid.uuid4().hex[:12], "input": {"path": self.cfg.input, "sha256": input_digest(self.cfg)},
+                  "input_mesh": {"path": self.mesh_path, "chosen": bool(self.cfg.mesh),
+                                 "stage1_run_id": None if self.stage1 is None else self.stage1.get("run_id")},
+                  "files": digests(mesh_files(self.paths["fine"]))}
         update_run_json(self.paths["run"], "stage2", self.cfg, record)
         if interrupted:
             self.log(f"interrupted at step {self.step}: the textured mesh so far is saved to {self.paths['fine']}; "

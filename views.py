@@ -72,7 +72,11 @@ def normalise_mesh(mesh, extent: float = 1.0):
     returns (center, scale) with source = v / scale + center."""
     lo, hi = mesh.bounds()
     center = ((lo + hi) / 2).numpy()
-    scale = extent / float((hi - lo).max())
+    size = float((hi - lo).max())
+    if not size > 1e-12:
+        raise ViewsError(f"{getattr(mesh, 'path', None) or 'the mesh'}: zero extent (every vertex at one point): "
+                         "nothing to reconstruct")
+    scale = extent / size
     mesh.v = (mesh.v - torch.from_numpy(center)) * scale
     return center, scale
 
@@ -84,6 +88,7 @@ def from_mesh(path: str, num_views: int, resolution: int, radius: float, fovy: f
     from mesh_renderer import render_mesh
 
     mesh = Mesh.load(path, max_texture=max_texture).to(device)
+    mesh.path = path
     center, scale = normalise_mesh(mesh, extent)
     cams = orbit_cameras(num_views, resolution, radius, fovy, min_elev, max_elev)
     rgbs, masks = [], []
@@ -107,7 +112,10 @@ def from_gaussians(path: str, num_views: int, resolution: int, radius: float, fo
         raise ViewsError(f"{path}: no Gaussian is more than {min_opacity} opaque")
     lo, hi = torch.quantile(solid, 0.005, dim=0), torch.quantile(solid, 0.995, dim=0)  # robust to floaters
     center = ((lo + hi) / 2)
-    scale = extent / float((hi - lo).max())
+    size = float((hi - lo).max())
+    if not size > 1e-12:
+        raise ViewsError(f"{path}: zero extent (the opaque Gaussians sit at one point): nothing to reconstruct")
+    scale = extent / size
     with torch.no_grad():
         g.params["means"] = ((g.params["means"] - center) * scale).requires_grad_(True)
         g.params["scales"] = (g.params["scales"] + math.log(scale)).requires_grad_(True)
@@ -139,7 +147,11 @@ def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
         raise ViewsError(f"{path}: not valid JSON ({e})") from None
     if "camera_angle_x" not in meta or not isinstance(meta.get("frames"), list) or not meta["frames"]:
         raise ViewsError(f"{path}: needs 'camera_angle_x' and a non-empty 'frames' list")
-    fovx = float(meta["camera_angle_x"])
+    fovx = meta["camera_angle_x"]
+    if isinstance(fovx, bool) or not isinstance(fovx, (int, float)) or not 0 < fovx < math.pi:
+        raise ViewsError(f"{path}: camera_angle_x must be the horizontal field of view in radians, in (0, pi), "
+                         f"got {fovx!r}")
+    fovx = float(fovx)
     c2ws, imgs, size = [], [], None
     for i, fr in enumerate(meta["frames"]):
         if "file_path" not in fr or "transform_matrix" not in fr:
@@ -172,6 +184,9 @@ def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
         b += P @ m[:3, 3]
     center = np.linalg.lstsq(A, b, rcond=None)[0]
     dist = np.mean([np.linalg.norm(m[:3, 3] - center) for m in c2ws])
+    if not dist > 1e-9:
+        raise ViewsError(f"{path}: every camera sits where the optical axes meet (the frames' transform_matrix "
+                         "translations are all the same point); the views cannot be placed")
     scale = radius / dist
     fovy = 2 * math.atan(math.tan(fovx / 2) * H / W)
     h = resolution

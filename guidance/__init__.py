@@ -19,6 +19,16 @@ class Guidance:
     def prepare(self, **conditioning):
         return self
 
+    def warn(self, text: str):
+        """Something the prior had to guess or drop from the conditioning (the run logs it and
+        keeps it in run.json)."""
+        notes = self.__dict__.setdefault("_warnings", [])
+        if text not in notes:
+            notes.append(text)
+
+    def warnings(self) -> list:
+        return list(self.__dict__.get("_warnings", []))
+
     def sample_views(self, batch: int, rng, orbit):
         return [orbit.view(*orbit.draw(rng)) for _ in range(batch)]
 
@@ -103,6 +113,9 @@ class WeightedGuidance(Guidance):
         for _, g in self.parts:
             g.prepare(**conditioning)
         return self
+
+    def warnings(self) -> list:
+        return [w for _, g in self.parts for w in g.warnings()]
 
     def sample_views(self, batch, rng, orbit):
         """The views of the part with its own sampler (a multi-view prior's groups of 4 serve a

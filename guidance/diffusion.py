@@ -74,8 +74,13 @@ class DiffusionGuidance(Guidance):
     def encode_text(self, prompts):
         """Text-conditioned priors (``self.tokenizer``, ``self.text_encoder``): the encoder's last
         hidden states of the prompts, padded / truncated to the tokenizer's 77 tokens."""
-        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
+        limit = self.tokenizer.model_max_length
+        for prompt, ids in zip(prompts, self.tokenizer(list(prompts), truncation=False).input_ids):
+            if len(ids) > limit:  # the encoder reads 77 tokens, start and end included: say what is dropped
+                dropped = self.tokenizer.decode(ids[limit - 1:-1], skip_special_tokens=True).strip()
+                self.warn(f"the prompt is {len(ids)} tokens long and the text encoder reads {limit} (start and end "
+                          f"included): '{dropped[:60]}{'...' if len(dropped) > 60 else ''}' is ignored")
+        tok = self.tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
         return self.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
 
     def randn(self, shape):

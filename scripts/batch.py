@@ -395,18 +395,20 @@ def run_ray(jobs, opts, progress, address, cpus, gpus):
 
 # ------------------------------------------------------------------ main
 def main(argv=None):
+    from cli import COUNT, NONNEG, NONNEG_INT, POSITIVE
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", "--dir", dest="inputs", required=True, help="folder, quoted glob, or .txt/.csv manifest")
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "image.yaml"))
     ap.add_argument("--outdir", default="logs")
     ap.add_argument("--backend", choices=("local", "ray"), default="local")
-    ap.add_argument("--jobs", type=int, default=1, help="local: jobs at a time on the default device")
+    ap.add_argument("--jobs", type=COUNT, default=1, help="local: jobs at a time on the default device")
     ap.add_argument("--gpus", default=None, help="local: comma-separated GPU ids, one job per GPU, e.g. 0,1")
     ap.add_argument("--address", default=None, help="ray: auto | ray://host:port | host:port (default: a local instance)")
-    ap.add_argument("--cpus-per-job", type=float, default=1.0, help="ray: CPUs each job asks for")
-    ap.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs each job asks for (fractions share one)")
-    ap.add_argument("--retries", type=int, default=1, help="retries of a failing job (Ray: also a crashed worker)")
-    ap.add_argument("--timeout", type=float, default=0, help="seconds per job, both stages (0: none)")
+    ap.add_argument("--cpus-per-job", type=POSITIVE, default=1.0, help="ray: CPUs each job asks for")
+    ap.add_argument("--gpus-per-job", type=NONNEG, default=0.0, help="ray: GPUs each job asks for (fractions share one)")
+    ap.add_argument("--retries", type=NONNEG_INT, default=1, help="retries of a failing job (Ray: also a crashed worker)")
+    ap.add_argument("--timeout", type=NONNEG, default=0, help="seconds per job, both stages (0: none)")
     ap.add_argument("--mesh_format", default="obj", help="format of the final mesh (obj or glb)")
     ap.add_argument("--quiet", action="store_true", help="no live progress line")
     ap.add_argument("overrides", nargs="*", help="key=value passed to both stages of every job")
@@ -426,6 +428,9 @@ def main(argv=None):
         for j in jobs:
             load_config(args.config, overrides + j["overrides"] + ["save_path=x"])
         os.makedirs(args.outdir, exist_ok=True)
+        from cli import set_error_log
+
+        set_error_log(os.path.join(args.outdir, "batch_error.log"))
     except (ValueError, OSError) as e:
         print(error_line(e), file=sys.stderr)
         return 2
@@ -472,4 +477,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

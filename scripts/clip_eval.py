@@ -57,12 +57,14 @@ def clip_similarity(image_path, mesh_path, model="openai/clip-vit-large-patch14"
 
 
 def main(argv=None):
+    from cli import COUNT
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", required=True)
     ap.add_argument("--mesh", required=True)
     ap.add_argument("--model", default="openai/clip-vit-large-patch14")
-    ap.add_argument("--views", type=int, default=8)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--views", type=COUNT, default=8)
+    ap.add_argument("--size", type=COUNT, default=256)
     args = ap.parse_args(argv)
     from cli import error_line, user_errors
 
@@ -76,4 +78,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

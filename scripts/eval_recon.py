@@ -114,13 +114,15 @@ def evaluate(pred_path: str, gt_path: str, num_views: int = 16, resolution: int 
 
 
 def main():
+    from cli import COUNT, FOVY, POSITIVE
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pred", required=True, help="reconstructed mesh (.obj/.glb)")
     ap.add_argument("--gt", required=True, help="ground-truth mesh, or a transforms.json folder of test views")
-    ap.add_argument("--views", type=int, default=16, help="held-out views (mesh ground truth)")
-    ap.add_argument("--resolution", type=int, default=256)
-    ap.add_argument("--radius", type=float, default=2.0)
-    ap.add_argument("--fovy", type=float, default=49.1)
+    ap.add_argument("--views", type=COUNT, default=16, help="held-out views (mesh ground truth)")
+    ap.add_argument("--resolution", type=COUNT, default=256)
+    ap.add_argument("--radius", type=POSITIVE, default=2.0)
+    ap.add_argument("--fovy", type=FOVY, default=49.1)
     ap.add_argument("--grid", help="write a ground truth | ours image grid here (.png)")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args()
@@ -149,4 +151,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

@@ -103,12 +103,14 @@ def pipeline(device: str, tiny: bool, iters: int, iters_refine: int, workdir: st
 
 
 def main():
+    from cli import COUNT, NONNEG_INT
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="tiny model and sizes (a smoke run of this script)")
-    ap.add_argument("--iters", type=int, default=500)
-    ap.add_argument("--iters-refine", type=int, default=50)
+    ap.add_argument("--iters", type=COUNT, default=500)
+    ap.add_argument("--iters-refine", type=NONNEG_INT, default=50)
     ap.add_argument("--skip-install", action="store_true", help="do not pip-install gsplat")
     ap.add_argument("--skip", nargs="*", default=[], choices=["parity", "render_bench", "pipeline", "guidance"])
     args = ap.parse_args()
@@ -166,4 +168,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

@@ -28,8 +28,9 @@ def main(argv=None):
     ap.add_argument("--run", help="a recon run's <name>_run.json: write the mesh in the input's coordinates")
     ap.add_argument("overrides", nargs="*", help="key=value (density_thresh, mc_resolution, texture_size, ...)")
     args = ap.parse_intermixed_args(argv)
-    from cli import error_line, user_errors
+    from cli import error_line, set_error_log, user_errors
 
+    set_error_log(os.path.splitext(os.path.abspath(args.out))[0] + "_error.log")
     try:
         from config import load_config
         from gaussians import GaussianModel
@@ -46,7 +47,11 @@ def main(argv=None):
 
         mesh, times, stats = gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
         if args.run:
-            norm = json.load(open(args.run))["stage1"]["normalisation"]
+            from trainer import read_run_json
+
+            norm = (read_run_json(args.run).get("stage1") or {}).get("normalisation")
+            if not isinstance(norm, dict) or "scale" not in norm or "center" not in norm:
+                raise ValueError(f"{args.run}: no stage-1 normalisation recorded (--run takes a recon run's run.json)")
             mesh.v = mesh.v / norm["scale"] + torch.tensor(norm["center"])
         mesh.save(args.out)
     except user_errors() as e:
@@ -57,4 +62,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

@@ -23,6 +23,10 @@ The CLIP image encoder stays at its random initialisation (frozen): its embeddin
 random feature of the input view, which the trained projection reads with the camera.
 
 Each stage saves its state in ``--work`` and a rerun resumes where it stopped (Ctrl-C is safe).
+A rerun with a larger ``--unet-steps`` (all else equal) continues the UNet from its last
+checkpoint along the longer run's learning-rate schedule (``unet_steps_history`` in args.json and
+training.json records each length it was run to, so ``--unet-steps 3000`` then ``--unet-steps
+7000`` reproduces such a model).
 ``--threads`` sets torch's threads (give a background run its share of the cores).
 """
 from __future__ import annotations
@@ -298,19 +302,21 @@ def export(out, vae, unet, clip, proj, record):
 
 
 def main(argv=None):
+    from cli import COUNT, NONNEG_INT, POSITIVE
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="models/toy-zero123", help="output folder (diffusers Zero123 layout)")
     ap.add_argument("--work", default="logs/toy_prior_work", help="data cache and resumable checkpoints")
-    ap.add_argument("--objects", type=int, default=1000, help="training objects (seeds 0..N-1)")
-    ap.add_argument("--views", type=int, default=10, help="renders per object")
-    ap.add_argument("--vae-steps", type=int, default=2000)
-    ap.add_argument("--vae-batch", type=int, default=32)
-    ap.add_argument("--vae-lr", type=float, default=2e-3)
-    ap.add_argument("--unet-steps", type=int, default=3000)
-    ap.add_argument("--unet-batch", type=int, default=64)
-    ap.add_argument("--unet-lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--objects", type=COUNT, default=1000, help="training objects (seeds 0..N-1)")
+    ap.add_argument("--views", type=COUNT, default=10, help="renders per object")
+    ap.add_argument("--vae-steps", type=NONNEG_INT, default=2000)
+    ap.add_argument("--vae-batch", type=COUNT, default=32)
+    ap.add_argument("--vae-lr", type=POSITIVE, default=2e-3)
+    ap.add_argument("--unet-steps", type=NONNEG_INT, default=3000)
+    ap.add_argument("--unet-batch", type=COUNT, default=64)
+    ap.add_argument("--unet-lr", type=POSITIVE, default=1e-3)
+    ap.add_argument("--seed", type=NONNEG_INT, default=0)
+    ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.objects < 1 or args.views < 2 or args.objects > len(toy_objects.TRAIN_SEEDS):
         print(f"error: --objects must be in [1, {len(toy_objects.TRAIN_SEEDS)}] and --views at least 2", file=sys.stderr)
@@ -320,10 +326,17 @@ def main(argv=None):
     os.makedirs(args.work, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads")}
     meta_path = os.path.join(args.work, "args.json")
-    if os.path.isfile(meta_path) and json.load(open(meta_path)) != meta:
-        print(f"error: {args.work} holds a run with other settings ({meta_path}); use another --work or delete it",
-              file=sys.stderr)
-        return 2
+    if os.path.isfile(meta_path):
+        old = json.load(open(meta_path))
+        history = old.pop("unet_steps_history", [old.get("unet_steps")])
+        same_but_longer = ({**old, "unet_steps": meta["unet_steps"]} == meta and meta["unet_steps"] >= history[-1])
+        if not same_but_longer:
+            print(f"error: {args.work} holds a run with other settings ({meta_path}); use another --work or delete it "
+                  f"(only a larger --unet-steps continues it)", file=sys.stderr)
+            return 2
+        if meta["unet_steps"] > history[-1]:
+            history.append(meta["unet_steps"])
+        meta["unet_steps_history"] = history
     write_json(meta_path, meta)
     t0 = time.time()
     vae, unet, clip, proj = build_models(args.seed)
@@ -355,4 +368,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

@@ -16,15 +16,21 @@ from mesh_renderer import turntable  # noqa: E402
 
 
 def main(argv=None):
+    from cli import COUNT, ELEVATION
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mesh")
     ap.add_argument("--out", help=".mp4 or .gif (default: <mesh>_turntable.gif)")
-    ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--elevation", type=float, default=-15.0)
-    ap.add_argument("--fps", type=int, default=30)
-    ap.add_argument("--grid", type=int, default=8, help="views in the grid .png")
+    ap.add_argument("--frames", type=COUNT, default=60)
+    ap.add_argument("--size", type=COUNT, default=512)
+    ap.add_argument("--elevation", type=ELEVATION, default=-15.0)
+    ap.add_argument("--fps", type=COUNT, default=30)
+    ap.add_argument("--grid", type=COUNT, default=8, help="views in the grid .png")
     args = ap.parse_args(argv)
+    out = args.out or os.path.splitext(args.mesh)[0] + "_turntable.gif"
+    if os.path.splitext(out)[1].lower() not in (".gif", ".mp4"):
+        print(f"error: --out must end in .gif or .mp4, got {out}", file=sys.stderr)
+        return 2
     if not os.path.isfile(args.mesh):
         print(f"error: mesh not found: {args.mesh}", file=sys.stderr)
         return 2
@@ -38,17 +44,23 @@ def main(argv=None):
     for w in mesh.warnings:
         print(f"warning: {w}", file=sys.stderr)
     frames = turntable(mesh, args.frames, args.size, args.elevation)
-    out = args.out or os.path.splitext(args.mesh)[0] + "_turntable.gif"
     import imageio.v2 as imageio
 
-    if out.endswith(".mp4"):
+    from io_utils import atomic_write
+    from outputs import OutputError
+
+    if out.lower().endswith(".mp4"):
         try:
-            imageio.mimwrite(out, list(frames), fps=args.fps)
+            atomic_write(out, lambda tmp: imageio.mimwrite(tmp, list(frames), fps=args.fps, format="FFMPEG"))
+        except OutputError:
+            raise
         except Exception as e:  # imageio-ffmpeg missing
-            print(f"error: cannot write mp4 ({e}); pip install imageio-ffmpeg or use a .gif", file=sys.stderr)
+            print(f"error: cannot write mp4 ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                  "pip install imageio-ffmpeg or use a .gif", file=sys.stderr)
             return 2
     else:
-        imageio.mimwrite(out, list(frames), duration=1000 / args.fps, loop=0)
+        atomic_write(out, lambda tmp: imageio.mimwrite(tmp, list(frames), format="GIF", duration=1000 / args.fps,
+                                                       loop=0))
     idx = np.linspace(0, len(frames), args.grid, endpoint=False).astype(int)
     grid = np.concatenate(list(frames[idx]), 1)
     grid_path = os.path.splitext(out)[0] + "_grid.png"
@@ -58,4 +70,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

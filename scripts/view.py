@@ -25,17 +25,20 @@ def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C
 
 
 def main(argv=None):
+    from cli import PORT
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help=".ply/.splat Gaussians, meshes, or <name>_run.json files")
     ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
-    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--port", type=PORT, default=8080)
     args = ap.parse_args(argv)
     from cli import error_line, user_errors
     from viewer import OutputViewer
 
     for p in args.paths:
         if not os.path.isfile(p):
-            print(f"error: not found: {p}", file=sys.stderr)
+            print(f"error: {p} is a folder; pass its files (e.g. {os.path.join(p, '*_model.ply')})" if os.path.isdir(p)
+                  else f"error: not found: {p}", file=sys.stderr)
             return 2
     try:
         view = OutputViewer(args.paths, args.host, args.port, log=lambda m: print(m, flush=True))
@@ -54,4 +57,7 @@ def main(argv=None):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminate)
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cli import guarded
+
+    sys.exit(guarded(main))

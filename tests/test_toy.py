@@ -158,6 +158,17 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     # other settings in the same work folder: one line, nothing overwritten
     r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "4")
     assert r.returncode == 2 and "other settings" in r.stderr and r.stderr.count("\n") == 1
+    # a larger --unet-steps continues the UNet; the record says how long each run was
+    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "5", "--unet-batch", "4", "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    record = json.load(open(os.path.join(out, "training.json")))
+    assert record["args"]["unet_steps_history"] == [3, 5] and record["args"]["unet_steps"] == 5
+    longer = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
+    assert not all(torch.equal(before[k], longer[k]) for k in before)
+    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "4", "--unet-batch", "4", "--threads", "1")
+    assert r.returncode == 2 and "only a larger --unet-steps continues it" in r.stderr
 
 
 def test_bench_refuses_training_seeds():
