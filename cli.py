@@ -20,12 +20,17 @@ def parse(argv, description):
 def user_errors():
     """Exception types whose message is meant for the user (printed as one line). The project's
     own errors (ConfigError, InputError, ViewsError, PlyFormatError, MeshFormatError,
-    NoSurfaceError, ModelNotFoundError, OutputError) subclass ValueError or RuntimeError; an
+    NoSurfaceError subclass ValueError; ModelNotFoundError, OutputError RuntimeError); an
     OSError is about the user's files or machine (a folder where a file was expected, no
     permission, disk full) and its message names the file."""
     from omegaconf.errors import MissingMandatoryValue
 
-    return (MissingMandatoryValue, OSError, ValueError, FloatingPointError, RuntimeError)
+    from guidance import ModelNotFoundError
+    from outputs import OutputError
+
+    # RuntimeError itself is not here: torch raises it for bugs (shape mismatches), which are
+    # internal errors with a traceback in the log; the project's own RuntimeErrors are.
+    return (MissingMandatoryValue, OSError, ValueError, FloatingPointError, ModelNotFoundError, OutputError)
 
 
 _LOG = {"path": None}  # where an internal error's traceback goes: beside the outputs once known

@@ -275,9 +275,9 @@ def resolve_backend(name: str, device) -> str:
         if not backend_available(name):
             hint = {"gsplat": "pip install gsplat (needs CUDA)",
                     "inria": "build graphdeco-inria/diff-gaussian-rasterization (needs CUDA)"}[name]
-            raise RuntimeError(f"rasterizer '{name}' is not available here: {hint}; or use rasterizer=torch")
+            raise ValueError(f"rasterizer '{name}' is not available here: {hint}; or use rasterizer=torch")
         if not is_cuda:
-            raise RuntimeError(f"rasterizer '{name}' needs CUDA tensors; the Gaussians are on {device}")
+            raise ValueError(f"rasterizer '{name}' needs CUDA tensors; the Gaussians are on {device}")
     return name
 
 

@@ -132,7 +132,7 @@ def resolve_backend(name: str, device) -> str:
     if name == "auto":
         return "nvdiffrast" if is_cuda and backend_available("nvdiffrast") else "torch"
     if name == "nvdiffrast" and not (is_cuda and backend_available("nvdiffrast")):
-        raise RuntimeError("mesh renderer 'nvdiffrast' is not available here (needs CUDA and "
+        raise ValueError("mesh renderer 'nvdiffrast' is not available here (needs CUDA and "
                            "pip install git+https://github.com/NVlabs/nvdiffrast); or use mesh_renderer=torch")
     return name
 

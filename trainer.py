@@ -36,7 +36,7 @@ def pick_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
+        raise ValueError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
     return torch.device(name)
 
 

@@ -409,17 +409,18 @@ class TestNoTraceback:
         r = run("--debug")
         assert r.returncode != 0 and "Traceback" in r.stderr and "injected fault" in r.stderr
 
-    def test_main_writes_the_traceback_beside_the_outputs(self, tmp_path):
+    @pytest.mark.parametrize("kind", ["ZeroDivisionError", "RuntimeError"])  # torch raises RuntimeError for bugs
+    def test_main_writes_the_traceback_beside_the_outputs(self, tmp_path, kind):
         r = subprocess.run([sys.executable, "-c", """
 import sys, runpy, trainer
 def boom(*a, **k):
-    raise ZeroDivisionError("injected")
+    raise """ + kind + """("injected")
 trainer.Stage1.train = boom
 sys.argv = ["main.py"] + sys.argv[1:]
 runpy.run_path("main.py", run_name="__main__")
 """, "--config", "configs/toy.yaml", *TINY, f"input={TOY}", "save_path=x", f"outdir={tmp_path}"], cwd=ROOT,
             capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        line = one_error_line(r, r"internal error: ZeroDivisionError: injected; rerun with --debug, or see ", code=1)
+        line = one_error_line(r, f"internal error: {kind}: injected; rerun with --debug, or see ", code=1)
         assert line.endswith(str(tmp_path / "x_error.log")) and "Traceback" in open(tmp_path / "x_error.log").read()
         assert not (tmp_path / "x.lock").exists()
 
