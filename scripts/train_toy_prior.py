@@ -362,6 +362,13 @@ def main(argv=None):
               "unet_loss_last200": float(np.mean(unet_state["losses"][-200:])),
               "seconds": {"data": round(t_data, 1), "vae": round(t_vae, 1), "unet": round(t_unet, 1)},
               "torch_threads": torch.get_num_threads()}
+    # every run on this --work (a continued UNet has several): steps reached, times, threads
+    runs_path = os.path.join(args.work, "runs.json")
+    runs = json.load(open(runs_path)) if os.path.isfile(runs_path) else []
+    runs.append({"unet_steps": args.unet_steps, "seconds": record["seconds"], "torch_threads": record["torch_threads"],
+                 "date": time.strftime("%Y-%m-%d")})
+    write_json(runs_path, runs)
+    record["runs"] = runs
     export(args.out, vae, unet, clip, proj, record)
     print(json.dumps(record, indent=1))
     return 0
