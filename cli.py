@@ -175,8 +175,7 @@ def run_stage(stage: int, argv=None) -> int:
 
         if OmegaConf.is_missing(cfg, "save_path") or not cfg.save_path:
             raise ValueError("save_path is required: add save_path=NAME")
-        if os.path.isdir(os.path.dirname(os.path.join(cfg.outdir, str(cfg.save_path))) or "."):
-            set_error_log(os.path.join(cfg.outdir, str(cfg.save_path)) + "_error.log")
+        set_error_log(os.path.join(cfg.outdir, str(cfg.save_path)) + "_error.log")  # temp folder if not writable
         view = None
         if cfg.gui:  # first, so that a taken port fails before any work; the stage calls it after each step
             from viewer import LiveView
