@@ -96,11 +96,6 @@ def guarded(main) -> int:
         return 1
 
 
-def debugging() -> bool:
-    """--debug was given (``guarded`` removed it from the arguments)."""
-    return os.environ.get("DG_DEBUG") == "1"
-
-
 def _number(kind, lo, lo_open=False, hi=None, hi_open=False):
     """An argparse ``type=`` that refuses values out of range with argparse's own one-line usage error."""
     import argparse
