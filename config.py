@@ -270,8 +270,6 @@ def validate(cfg: DictConfig):
         if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] is None:
             continue
         value = cfg[key]
-        if isinstance(value, bool) and rule is not _any:
-            continue  # types were checked against the defaults already
         why = rule(value)
         if why:
             shown = list(value) if isinstance(value, ListConfig) else value

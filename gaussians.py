@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from io_utils import atomic_write
+from io_utils import atomic_write, require_file
 
 SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -267,9 +267,7 @@ class GaussianModel:
     def load_ply(cls, path: str, device="cpu") -> "GaussianModel":
         from plyfile import PlyData
 
-        if not os.path.isfile(path):
-            raise (IsADirectoryError if os.path.isdir(path) else FileNotFoundError)(
-                f"{path} is a folder, not a Gaussian .ply" if os.path.isdir(path) else f"Gaussian .ply not found: {path}")
+        require_file(path, "Gaussian .ply")
         try:
             ply = PlyData.read(path)
         except Exception as e:  # plyfile raises several exception types
@@ -329,9 +327,7 @@ class GaussianModel:
     @classmethod
     def load_splat(cls, path: str, device="cpu") -> "GaussianModel":
         """Read a .splat (degree-0 SH; opacities of 0 or 255 are clamped to finite logits)."""
-        if not os.path.isfile(path):
-            raise (IsADirectoryError if os.path.isdir(path) else FileNotFoundError)(
-                f"{path} is a folder, not a .splat file" if os.path.isdir(path) else f"Gaussian .splat not found: {path}")
+        require_file(path, "Gaussian .splat")
         size = os.path.getsize(path)
         if size == 0 or size % cls.SPLAT_DTYPE.itemsize:
             raise PlyFormatError(f"{path}: a .splat holds 32 bytes per Gaussian; {size} bytes is not that")

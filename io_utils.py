@@ -15,6 +15,15 @@ def atomic_write(path: str, write_fn):
     write_together([(path, write_fn)])
 
 
+def require_file(path: str, what: str):
+    """``path`` names an existing file: else FileNotFoundError ("WHAT not found: PATH") or, for a
+    folder, IsADirectoryError ("PATH is a folder, not a WHAT"), both one-line user errors."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder, not a {what}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
 def image_writer(img: np.ndarray, fmt: str | None = "PNG"):
     """``write_fn(tmp)`` saving a float [H,W,C] image in [0,1] (or uint8)."""
     from PIL import Image

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from io_utils import atomic_write, image_writer, load_image
+from io_utils import atomic_write, image_writer, load_image, require_file
 from outputs import write_together
 
 DEFAULT_MAX_TEXTURE = 4096  # longest side of an input texture or packed atlas (config: input_max_texture)
@@ -118,7 +118,8 @@ class Mesh:
         if tex is not None and vt is not None:
             mtl = (f"newmtl material_0\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nd 1.0\nillum 1\n"
                    f"map_Kd {name}_albedo.png\n")
-            files += [(base + "_albedo.png", image_writer(tex)), (base + ".mtl", _text_writer(mtl))]
+            albedo_path, mtl_path, _ = mesh_files(path)
+            files += [(albedo_path, image_writer(tex)), (mtl_path, _text_writer(mtl))]
             lines += [f"mtllib {name}.mtl", "usemtl material_0"]
         if vc is None:
             lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in v]
@@ -214,6 +215,13 @@ def _check_gltf_extensions(path: str):
             if importlib.util.find_spec(module) is None:
                 raise MeshFormatError(f"{path}: compressed with the glTF extension {ext}; pip install {module} "
                                       "to read it, or re-export it uncompressed")
+
+
+def mesh_files(path: str) -> list:
+    """Every file a mesh output at ``path`` consists of: an .obj's texture and .mtl beside it
+    (``Mesh.save_obj`` writes them under these names), then the mesh itself."""
+    base, ext = os.path.splitext(path)
+    return ([base + "_albedo.png", base + ".mtl"] if ext.lower() == ".obj" else []) + [path]
 
 
 def _text_writer(text: str):
@@ -425,9 +433,7 @@ def read_mesh(path: str, max_texture: int = DEFAULT_MAX_TEXTURE) -> Mesh:
 
     import trimesh
 
-    if not os.path.isfile(path):
-        raise (IsADirectoryError if os.path.isdir(path) else FileNotFoundError)(
-            f"{path} is a folder, not a mesh file" if os.path.isdir(path) else f"mesh file not found: {path}")
+    require_file(path, "mesh file")
     name = os.path.basename(path)
     source, kind, obj_lines = path, None, 0
     if os.path.splitext(path)[1].lower() == ".obj":

@@ -40,9 +40,8 @@ def main(argv=None):
     from inputs import InputError
     from outputs import OutputError
 
-    if args.size < 1 or not 0 <= args.border_ratio < 1:
-        print(f"error: --size must be at least 1 and --border_ratio in [0, 1), got {args.size} and {args.border_ratio}",
-              file=sys.stderr)
+    if not 0 <= args.border_ratio < 1:  # --size is checked by its argparse type
+        print(f"error: --border_ratio must be in [0, 1), got {args.border_ratio}", file=sys.stderr)
         return 2
 
     if os.path.isdir(args.path):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from cameras import Camera
+from mesh import mesh_files
 
 # ------------------------------------------------------------------ utilities
 
@@ -52,12 +53,6 @@ def output_paths(cfg) -> dict:
     splats = "_model." + cfg.splat_format  # .ply (standard 3DGS attributes) or .splat (web viewers)
     return {"ply": base + splats, "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json",
             "base": base}
-
-
-def mesh_files(path: str) -> list:
-    """Every file a mesh output at ``path`` consists of (an .obj's .mtl and texture)."""
-    base, ext = os.path.splitext(path)
-    return [path] + ([base + ".mtl", base + "_albedo.png"] if ext == ".obj" else [])
 
 
 def read_run_json(path: str) -> dict:

@@ -421,8 +421,6 @@ def main(argv=None):
         # jobs run from the repository root: make the caller's relative paths absolute first
         args.outdir, args.config = os.path.abspath(args.outdir), os.path.abspath(args.config)
         overrides = list(args.overrides) + [f"mesh_format={args.mesh_format}"]
-        if args.retries < 0 or args.timeout < 0 or args.jobs < 1 or args.cpus_per_job < 0 or args.gpus_per_job < 0:
-            raise BatchError("--retries, --timeout, --cpus-per-job and --gpus-per-job must be >= 0, --jobs >= 1")
         cfg = load_config(args.config, overrides + ["save_path=x"])  # every key checked before any job
         jobs = discover(args.inputs, cfg.mode)
         for j in jobs:
