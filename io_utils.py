@@ -1,4 +1,4 @@
-"""File helpers shared by every reader and writer: atomic writes, image I/O."""
+"""File helpers shared by every reader and writer: atomic writes, JSON and image I/O."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,16 @@ def atomic_write(path: str, write_fn):
     from outputs import write_together
 
     write_together([(path, write_fn)])
+
+
+def save_json(path: str, data, indent: int = 1):
+    """``data`` as JSON at ``path``, atomically (a benchmark's results, a record)."""
+    import json
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=indent)
+    atomic_write(path, write)
 
 
 def require_file(path: str, what: str):

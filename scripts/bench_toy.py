@@ -31,7 +31,6 @@ over the repeats of the three runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -304,9 +303,9 @@ def main(argv=None):
     results["summary"]["overrides"] = list(args.overrides)
     print(table(results))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        from io_utils import save_json
+
+        save_json(args.json, results)
     return 0
 
 

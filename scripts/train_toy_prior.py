@@ -14,10 +14,11 @@ feature_extractor/, clip_camera_projection/, scheduler/, model_index.json), only
    the object's pixels weighted 10x the background, + a small KL); its ``scaling_factor`` is set to 1 / std of the latents, as Stable Diffusion's;
 3. unet: the UNet (8 input channels: noisy target latent + the input view's latent, unscaled, as
    Zero123 concatenates it) and the camera projection, trained with the epsilon objective on random
-   (input view, target view) pairs of one object. The camera input is Zero123's training-data
-   formula (toy_objects.zero123_T, from the two camera centres); the cross-attention token is
-   proj([CLIP image embedding, T]). 10 % of the samples drop both conditions (zeros, what the
-   guidance feeds its unconditional branch). EMA weights are exported.
+   (input view, target view) pairs of one object (``--min-snr G``: Min-SNR-G loss weighting; the
+   shipped model: plain MSE, see BENCHMARKS.md for what the weighting changes). The camera input
+   is Zero123's training-data formula (toy_objects.zero123_T, from the two camera centres); the
+   cross-attention token is proj([CLIP image embedding, T]). 10 % of the samples drop both
+   conditions (zeros, what the guidance feeds its unconditional branch). EMA weights are exported.
 
 The CLIP image encoder stays at its random initialisation (frozen): its embedding is a fixed
 random feature of the input view, which the trained projection reads with the camera.
@@ -41,7 +42,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -201,10 +201,21 @@ def camera_table(c2w):
     return T
 
 
-def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_uncond=0.1, ema_decay=0.999):
+def min_snr_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-timestep weights of the epsilon loss under Min-SNR-gamma (Hang et al. 2023): min(SNR,
+    gamma) / SNR, SNR = alpha_bar / (1 - alpha_bar), so the low-noise steps (fine latent detail)
+    no longer dominate the gradient; gamma 0: all ones (plain MSE)."""
+    if gamma <= 0:
+        return torch.ones_like(alphas_cumprod)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    return snr.clamp(max=gamma) / snr
+
+
+def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_uncond=0.1, ema_decay=0.999, min_snr=0.0):
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**SCHEDULER)
+    snr_weight = min_snr_weights(sched.alphas_cumprod, min_snr)
     ckpt = os.path.join(work, "unet.pt")
     params = list(unet.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -240,9 +251,10 @@ def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_unco
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
         noisy = sched.add_noise(z0, noise, t)
         pred = unet(torch.cat([noisy, cond], 1), t, encoder_hidden_states=token).sample
-        loss = F.mse_loss(pred, noise)
+        mse = ((pred - noise) ** 2).mean((1, 2, 3))
+        loss = mse.mean()  # the logged loss stays the plain epsilon MSE, comparable across weightings
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (snr_weight[t].float() * mse).mean().backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         with torch.no_grad():
@@ -302,7 +314,7 @@ def export(out, vae, unet, clip, proj, record):
 
 
 def main(argv=None):
-    from cli import COUNT, NONNEG_INT, POSITIVE
+    from cli import COUNT, NONNEG, NONNEG_INT, POSITIVE
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="models/toy-zero123", help="output folder (diffusers Zero123 layout)")
@@ -315,6 +327,8 @@ def main(argv=None):
     ap.add_argument("--unet-steps", type=NONNEG_INT, default=3000)
     ap.add_argument("--unet-batch", type=COUNT, default=64)
     ap.add_argument("--unet-lr", type=POSITIVE, default=1e-3)
+    ap.add_argument("--min-snr", type=NONNEG, default=0.0,
+                    help="Min-SNR-gamma loss weighting of the UNet (0: plain MSE, as the shipped model)")
     ap.add_argument("--seed", type=NONNEG_INT, default=0)
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -327,7 +341,7 @@ def main(argv=None):
     meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads")}
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
-        old = json.load(open(meta_path))
+        old = {"min_snr": 0.0, **json.load(open(meta_path))}  # work folders from before --min-snr trained without it
         history = old.pop("unet_steps_history", [old.get("unet_steps")])
         same_but_longer = ({**old, "unet_steps": meta["unet_steps"]} == meta and meta["unet_steps"] >= history[-1])
         if not same_but_longer:
@@ -350,7 +364,7 @@ def main(argv=None):
     vae.register_to_config(scaling_factor=scaling)
     T = camera_table(data["c2w"])
     unet_state = train_unet(unet, proj, lat, T, scaling, args.unet_steps, args.unet_batch, args.unet_lr, args.work,
-                            args.seed)
+                            args.seed, min_snr=args.min_snr)
     t_unet = time.time() - t0 - t_data - t_vae
     n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
                 (("vae", vae), ("unet", unet), ("image_encoder", clip), ("clip_camera_projection", proj))}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import toy_objects
-from cameras import Camera, orbit_camera
+from cameras import orbit_camera
 from helpers import ROOT, cli
 
 MODEL = os.path.join(ROOT, "models", "toy-zero123")
@@ -142,7 +142,8 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
 
     out, work = str(tmp_path / "m"), str(tmp_path / "w")
     r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
-            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "3", "--unet-batch", "4", "--threads", "1")
+            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "3", "--unet-batch", "4", "--threads", "1",
+            "--min-snr", "5")
     assert r.returncode == 0, r.stderr[-2000:]
     g = Zero123Guidance(out)
     assert g.image_size == 64
@@ -151,7 +152,8 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
 
     before = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
     r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
-            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "3", "--unet-batch", "4", "--threads", "1")
+            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "3", "--unet-batch", "4", "--threads", "1",
+            "--min-snr", "5")
     assert r.returncode == 0, r.stderr[-2000:]
     after = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -160,7 +162,8 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     assert r.returncode == 2 and "other settings" in r.stderr and r.stderr.count("\n") == 1
     # a larger --unet-steps continues the UNet; the record says how long each run was
     r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
-            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "5", "--unet-batch", "4", "--threads", "1")
+            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "5", "--unet-batch", "4", "--threads", "1",
+            "--min-snr", "5")
     assert r.returncode == 0, r.stderr[-2000:]
     record = json.load(open(os.path.join(out, "training.json")))
     assert record["args"]["unet_steps_history"] == [3, 5] and record["args"]["unet_steps"] == 5
@@ -168,8 +171,53 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     longer = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
     assert not all(torch.equal(before[k], longer[k]) for k in before)
     r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
-            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "4", "--unet-batch", "4", "--threads", "1")
+            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "4", "--unet-batch", "4", "--threads", "1",
+            "--min-snr", "5")
     assert r.returncode == 2 and "only a larger --unet-steps continues it" in r.stderr
+
+
+def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
+    """The prior's own knowledge, without a 3D run (scripts/eval_toy_prior.py): on held-out
+    objects its conditions (input view + camera) cut the epsilon error at t=700 well below its
+    unconditional branch's (measured 0.30 on these 4 objects, 0.31 over 40: BENCHMARKS.md); the
+    untrained network's conditions tell it nothing (0.01)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from eval_toy_prior import pair_losses
+    from bench_toy import untrained_model
+    from guidance.zero123 import Zero123Guidance
+
+    seeds = range(toy_objects.HELDOUT_START + 8, toy_objects.HELDOUT_START + 12)
+    trained = pair_losses(Zero123Guidance(MODEL, seed=0), seeds, 4, timesteps=(700,))["700"]
+    untrained = pair_losses(Zero123Guidance(untrained_model(str(tmp_path / "untrained")), seed=0), seeds, 4,
+                            timesteps=(700,))["700"]
+    print("gain at t=700: trained", round(trained["gain"], 3), "untrained", round(untrained["gain"], 3))
+    assert trained["gain"] > 0.2 and trained["eps"] < 0.05
+    assert abs(untrained["gain"]) < 0.1
+    out = tmp_path / "eval.json"
+    r = cli("scripts/eval_toy_prior.py", "--objects", "1", "--views", "2", "--novel", "0", "--threads", "1",
+            "--work", str(tmp_path / "w"), "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.load(open(out))[MODEL]
+    assert set(res) == {"train", "heldout", "heldout_mirrored"} and set(res["heldout"]) == {"100", "400", "700", "900"}
+    r = cli("scripts/eval_toy_prior.py", "--models", str(tmp_path / "none"))
+    assert r.returncode == 2 and "no toy model" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_min_snr_weights_are_hang_et_al_s():
+    """Min-SNR-gamma for epsilon prediction (Hang et al. 2023, their eq. for the noise target):
+    w_t = min(SNR_t, gamma) / SNR_t, SNR_t = alpha_bar_t / (1 - alpha_bar_t)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from train_toy_prior import min_snr_weights
+
+    ab = torch.tensor([0.999, 0.9, 0.8, 5 / 6, 0.5, 0.01])
+    expected = [min(a / (1 - a), 5.0) / (a / (1 - a)) for a in ab.tolist()]
+    assert torch.allclose(min_snr_weights(ab, 5.0), torch.tensor(expected))
+    assert expected[0] < 0.01 and expected[-1] == 1.0
+    assert torch.equal(min_snr_weights(ab, 0.0), torch.ones(6))
 
 
 def test_bench_refuses_training_seeds():
@@ -220,8 +268,11 @@ def toy_run(tmp_path_factory):
 def test_toy_image_to_3d_finds_the_unseen_side(toy_run):
     """Both stages with the shipped prior on a held-out object: the geometry (F-score at 1 %, and
     the silhouettes from the three views facing away from the input) must beat what the input view
-    alone gives. A mirrored azimuth, a flipped camera embedding or densification that never fires
-    brings these below the bounds."""
+    alone gives. A prior that has forgotten what it learnt, or densification that never fires,
+    brings these below the bounds. The camera convention itself is pinned by
+    test_guidance_camera_embedding_equals_zero123_training_formula: the toy prior barely tells
+    left from right (scripts/eval_toy_prior.py, heldout_mirrored), so a mirrored azimuth would
+    hardly move these figures."""
     import sys
 
     from mesh import Mesh
