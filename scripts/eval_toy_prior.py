@@ -115,7 +115,8 @@ def main(argv=None):
     ap.add_argument("--novel", type=NONNEG_INT, default=16, help="held-out objects for the DDIM novel views (0: none)")
     ap.add_argument("--guidance-scale", type=POSITIVE, default=3.0,
                     help="CFG scale of the novel views (configs/toy.yaml's)")
-    ap.add_argument("--work", default=os.path.join(ROOT, "logs", "eval_toy_prior"), help="inputs and view grids")
+    ap.add_argument("--work", default=os.path.join(ROOT, "logs", "eval_toy_prior"),
+                    help="inputs and view grids, a folder per model")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -127,8 +128,10 @@ def main(argv=None):
     from guidance.loading import quiet_libraries
 
     quiet_libraries()
-    results = {m: evaluate(m, args.objects, args.views, args.novel, args.work, args.guidance_scale)
-               for m in args.models}
+    # each model's novel-view grids in a folder of its own (they are named by object seed)
+    results = {m: evaluate(m, args.objects, args.views, args.novel,
+                           os.path.join(args.work, f"{i}_{os.path.basename(os.path.normpath(m))}"), args.guidance_scale)
+               for i, m in enumerate(args.models)}
     print(table(results))
     if args.json:
         from io_utils import save_json

@@ -254,7 +254,7 @@ def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_unco
         mse = ((pred - noise) ** 2).mean((1, 2, 3))
         loss = mse.mean()  # the logged loss stays the plain epsilon MSE, comparable across weightings
         opt.zero_grad(set_to_none=True)
-        (snr_weight[t].float() * mse).mean().backward()
+        (snr_weight[t] * mse).mean().backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         with torch.no_grad():

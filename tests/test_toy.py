@@ -3,6 +3,7 @@ formula, the shipped checkpoint, and the generative loop driven by a prior that 
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import torch
 import toy_objects
 from cameras import orbit_camera
 from helpers import ROOT, cli
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # bench_toy, eval_toy_prior, train_toy_prior
 
 MODEL = os.path.join(ROOT, "models", "toy-zero123")
 EXAMPLE = os.path.join(ROOT, "data", "toy", "toy_100000_rgba.png")
@@ -181,9 +184,6 @@ def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
     objects its conditions (input view + camera) cut the epsilon error at t=700 well below its
     unconditional branch's (measured 0.30 on these 4 objects, 0.31 over 40: BENCHMARKS.md); the
     untrained network's conditions tell it nothing (0.01)."""
-    import sys
-
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
     from eval_toy_prior import pair_losses
     from bench_toy import untrained_model
     from guidance.zero123 import Zero123Guidance
@@ -208,9 +208,6 @@ def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
 def test_min_snr_weights_are_hang_et_al_s():
     """Min-SNR-gamma for epsilon prediction (Hang et al. 2023, their eq. for the noise target):
     w_t = min(SNR_t, gamma) / SNR_t, SNR_t = alpha_bar_t / (1 - alpha_bar_t)."""
-    import sys
-
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
     from train_toy_prior import min_snr_weights
 
     ab = torch.tensor([0.999, 0.9, 0.8, 5 / 6, 0.5, 0.01])
@@ -273,12 +270,8 @@ def test_toy_image_to_3d_finds_the_unseen_side(toy_run):
     test_guidance_camera_embedding_equals_zero123_training_formula: the toy prior barely tells
     left from right (scripts/eval_toy_prior.py, heldout_mirrored), so a mirrored azimuth would
     hardly move these figures."""
-    import sys
-
-    from mesh import Mesh
-
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
     from bench_toy import mesh_metrics
+    from mesh import Mesh
 
     out, r1, r2 = toy_run
     assert r1["steps"] == 200 and r2["steps"] > 0
