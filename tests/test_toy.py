@@ -217,6 +217,16 @@ def test_min_snr_weights_are_hang_et_al_s():
     assert torch.equal(min_snr_weights(ab, 0.0), torch.ones(6))
 
 
+def test_step_benchmark_times_every_variant(tmp_path):
+    out = tmp_path / "step.json"
+    r = cli("scripts/bench_toy_step.py", "--batches", "2", "4", "--steps", "1", "--threads", "1", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.load(open(out))["rows"]
+    assert [(x["variant"], x["batch"]) for x in rows] == [("default", 2), ("default", 4), ("channels_last", 2),
+                                                          ("classic attention", 2), ("default (again)", 2)]
+    assert all(x["seconds"] > 0 for x in rows)
+
+
 def test_bench_refuses_training_seeds():
     r = cli("scripts/bench_toy.py", "--seeds", "5")
     assert r.returncode == 2 and "training objects" in r.stderr
