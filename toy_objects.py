@@ -181,6 +181,36 @@ def zero123_T(cond_c2w: np.ndarray, target_c2w: np.ndarray) -> np.ndarray:
     return np.array([th_t - th_c, math.sin(d_az), math.cos(d_az), z_t - z_c], np.float32)
 
 
+def spherical_to_cartesian(theta: float, azimuth: float, z: float) -> np.ndarray:
+    """The inverse of ``cartesian_to_spherical`` (Blender frame)."""
+    return np.array([z * math.sin(theta) * math.cos(azimuth), z * math.sin(theta) * math.sin(azimuth),
+                     z * math.cos(theta)])
+
+
+def blender_to_gltf(p: np.ndarray) -> np.ndarray:
+    """The inverse of ``gltf_to_blender``: Blender's +z up -> our +y up."""
+    x, y, z = p
+    return np.array([x, z, -y])
+
+
+def camera_from_zero123_T(T, cond_c2w: np.ndarray, radius: float | None = None) -> np.ndarray:
+    """The target camera (OpenGL c2w [4,4], looking at the origin) that ``zero123_T(cond_c2w, .)``
+    maps to ``T`` = [d_polar, sin(d_azimuth), cos(d_azimuth), d_radius]: Zero123's training-data
+    convention read backwards, computed without guidance/zero123.py. ``radius`` replaces the
+    distance ``T[3]`` gives (Stable-Zero123's last entry is not a distance)."""
+    from cameras import look_at
+
+    T = np.asarray(T, np.float64)
+    th_c, az_c, z_c = cartesian_to_spherical(gltf_to_blender(np.asarray(cond_c2w, np.float64)[:3, 3]))
+    th = float(np.clip(th_c + T[0], 1e-4, math.pi - 1e-4))
+    pos = blender_to_gltf(spherical_to_cartesian(th, az_c + math.atan2(T[1], T[2]),
+                                                 z_c + T[3] if radius is None else radius))
+    c2w = np.eye(4)
+    c2w[:3, :3] = look_at(pos, np.zeros(3))
+    c2w[:3, 3] = pos
+    return c2w.astype(np.float32)
+
+
 def write_example(seed: int, folder: str, size: int = 256) -> tuple:
     """Object ``seed``'s input image (RGBA PNG of the front view, image mode's camera: elevation 0,
     azimuth 0, ``RADIUS``, ``FOVY``) and its ground-truth mesh (PLY with vertex colours) in

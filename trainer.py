@@ -139,7 +139,7 @@ def check_common(cfg):
 class Context:
     """What both stages share: device, inputs, guidance, camera sampling."""
 
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, build_guidance=None):
         check_common(cfg)
         check_output(cfg)
         self.cfg = cfg
@@ -164,6 +164,7 @@ class Context:
         for w in self.warnings:
             log(f"warning: {w}")
         self._guidance = None
+        self._build_guidance = build_guidance  # (cfg, device, views) -> guidance; None: guidance.build_guidance
 
     @property
     def guidance(self):
@@ -188,7 +189,7 @@ class Context:
                         "elevation": self.cfg.elevation, "radius": self.cfg.radius}
                 if self.ref is not None:
                     cond.update(image=self.ref[1], mask=self.ref[2])
-            g = build_guidance(self.cfg, self.device, self.views)
+            g = (self._build_guidance or build_guidance)(self.cfg, self.device, self.views)
             if cond is not None:
                 g.prepare(**cond)
             for w in g.warnings():  # e.g. a prompt longer than the text encoder reads

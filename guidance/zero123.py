@@ -171,15 +171,18 @@ class Zero123Guidance(DiffusionGuidance):
         self.input_radius = radius
         return self
 
-    def conditioning(self, views):
+    def camera_T(self, views) -> torch.Tensor:
+        """[B, 4] camera embeddings of ``views`` relative to the input view, as fed to the UNet."""
         if self.embeddings is None:
             raise RuntimeError("Zero123Guidance.prepare(image=...) must be called before use")
+        r0 = self.input_radius if self.input_radius is not None else (views[0].radius or 0.0)
+        return camera_embedding([v.elevation - self.input_elevation for v in views], [v.azimuth for v in views],
+                                [(v.radius or r0) - r0 for v in views], self.input_elevation, self.stable)
+
+    def conditioning(self, views):
+        T = self.camera_T(views).to(self.device, self.dtype)[:, None, :]
         clip_emb, vae_lat = self.embeddings
         B = len(views)
-        r0 = self.input_radius if self.input_radius is not None else (views[0].radius or 0.0)
-        T = camera_embedding([v.elevation - self.input_elevation for v in views], [v.azimuth for v in views],
-                             [(v.radius or r0) - r0 for v in views], self.input_elevation, self.stable)
-        T = T.to(self.device, self.dtype)[:, None, :]
         cc = self.cc_projection(torch.cat([clip_emb[:, None, :].repeat(B, 1, 1), T], -1))  # [B,1,D]
         return cc, vae_lat.repeat(B, 1, 1, 1)
 
