@@ -79,14 +79,10 @@ def view_metrics(pred, gt, resolution=VIEW_RESOLUTION) -> dict:
     return out
 
 
-def masks_iou(pred, gt, resolution=VIEW_RESOLUTION):
-    """Mask IoU of meshes ``pred`` and ``gt`` per azimuth of IOU_AZIMUTHS (elevation 0)."""
-    return view_metrics(pred, gt, resolution)["iou"]
-
-
-def colour_metrics(pred, gt) -> dict:
-    """PSNR and SSIM over the 8 views around, and PSNR over the 3 back views (colour included)."""
-    vm = view_metrics(pred, gt)
+def colour_metrics(pred, gt, vm=None) -> dict:
+    """PSNR and SSIM over the 8 views around, and PSNR over the 3 back views (colour included);
+    ``vm``: view_metrics(pred, gt) where already computed."""
+    vm = vm or view_metrics(pred, gt)
     return {"psnr": float(np.mean(list(vm["psnr"].values()))), "ssim": float(np.mean(list(vm["ssim"].values()))),
             "psnr_back": float(np.mean([vm["psnr"][a] for a in BACK]))}
 
@@ -103,9 +99,7 @@ def mesh_metrics(pred, gt, samples=50000) -> dict:
     return {"chamfer": cf["chamfer_l1"], "fscore": cf["fscore"], "fscore_5": cf5["fscore"],
             "iou": float(np.mean(list(ious.values()))),
             "iou_back": float(np.mean([ious[a] for a in BACK])), "iou_per_view": [round(v, 4) for v in ious.values()],
-            "psnr": float(np.mean(list(vm["psnr"].values()))), "ssim": float(np.mean(list(vm["ssim"].values()))),
-            "psnr_back": float(np.mean([vm["psnr"][a] for a in BACK])),
-            "psnr_per_view": [round(v, 2) for v in vm["psnr"].values()]}
+            **colour_metrics(pred, gt, vm), "psnr_per_view": [round(v, 2) for v in vm["psnr"].values()]}
 
 
 def failed_metrics(reason: str) -> dict:
