@@ -195,9 +195,10 @@ def _mask(img, thresh=0.9):
 
 
 @torch.no_grad()
-def novel_views(model, seed, example, guidance_scale, steps=50, resolution=64) -> dict:
+def novel_views(model, seed, example, guidance_scale, steps=50, resolution=64, mirror=False) -> dict:
     """The prior's DDIM samples at azimuth offsets NOVEL_OFFSETS from the input view, against the
-    ground truth's renders there, and the input view copied as the baseline."""
+    ground truth's renders there, and the input view copied as the baseline. ``mirror`` conditions
+    the samples on the azimuths negated (a prior that knows left from right then scores lower)."""
     from cameras import View
     from guidance.zero123 import Zero123Guidance
     from inputs import load_input_image
@@ -213,7 +214,8 @@ def novel_views(model, seed, example, guidance_scale, steps=50, resolution=64) -
              for a in NOVEL_OFFSETS]
     gt, _ = toy_objects.render_views(gt_mesh, [v.camera for v in views])
     inp = (rgb * mask + (1 - mask))[None].expand(len(views), -1, -1, -1)
-    pred = g.refine(inp.clone(), views, strength=0.0, steps=steps)  # strength 0: from pure noise
+    asked = [View(v.camera, 0.0, -v.azimuth, toy_objects.RADIUS) for v in views] if mirror else views
+    pred = g.refine(inp.clone(), asked, strength=0.0, steps=steps)  # strength 0: from pure noise
 
     def scores(x):
         ps = [float(-10 * torch.log10(((a - b) ** 2).mean().clamp_min(1e-10))) for a, b in zip(x, gt)]
@@ -224,7 +226,7 @@ def novel_views(model, seed, example, guidance_scale, steps=50, resolution=64) -
         return {"psnr": float(np.mean(ps)), "iou": float(np.mean(ious)), "psnr_per_view": [round(p, 2) for p in ps],
                 "iou_per_view": [round(i, 3) for i in ious]}
     grid = torch.cat([torch.cat(list(gt), 2), torch.cat(list(pred), 2)], 1)
-    grid_path = os.path.join(os.path.dirname(png), f"novel_views_{seed}.png")
+    grid_path = os.path.join(os.path.dirname(png), f"novel_views_{seed}{'_mirrored' if mirror else ''}.png")
     save_image(grid_path, grid.permute(1, 2, 0).numpy())
     return {"prior": scores(pred), "input_copied": scores(inp), "grid": grid_path}
 

@@ -70,8 +70,24 @@ def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, 
     return out
 
 
-def evaluate(model: str, objects: int, views: int, novel: int, work: str, guidance_scale: float) -> dict:
+def novel_view_scores(model: str, objects: int, work: str, guidance_scale: float = 3.0, mirrored: bool = False) -> dict:
+    """bench_toy.novel_views on the first ``objects`` held-out objects, averaged: PSNR and mask IoU
+    of the prior's DDIM samples (``prior``) and of the input view copied (``input_copied``); with
+    ``mirrored`` also of the samples conditioned on the azimuths negated (``prior_mirrored``)."""
     from bench_toy import novel_views
+
+    rows = []
+    for s in range(toy_objects.HELDOUT_START, toy_objects.HELDOUT_START + objects):
+        example = toy_objects.write_example(s, os.path.join(work, "inputs"))
+        row = novel_views(model, s, example, guidance_scale)
+        if mirrored:
+            row["prior_mirrored"] = novel_views(model, s, example, guidance_scale, mirror=True)["prior"]
+        rows.append(row)
+    return {k: {m: float(np.mean([x[k][m] for x in rows])) for m in ("psnr", "iou")}
+            for k in ("prior", "input_copied") + (("prior_mirrored",) if mirrored else ())}
+
+
+def evaluate(model: str, objects: int, views: int, novel: int, work: str, guidance_scale: float) -> dict:
     from guidance.zero123 import Zero123Guidance
 
     g = Zero123Guidance(model, guidance_scale=guidance_scale, seed=0)
@@ -79,12 +95,7 @@ def evaluate(model: str, objects: int, views: int, novel: int, work: str, guidan
     res = {"train": pair_losses(g, range(objects), views), "heldout": pair_losses(g, heldout, views),
            "heldout_mirrored": pair_losses(g, heldout, views, mirror=True)}
     if novel:
-        nv = []
-        for s in range(toy_objects.HELDOUT_START, toy_objects.HELDOUT_START + novel):
-            example = toy_objects.write_example(s, os.path.join(work, "inputs"))
-            nv.append(novel_views(model, s, example, guidance_scale))
-        res["novel_views"] = {k: {m: float(np.mean([x[k][m] for x in nv])) for m in ("psnr", "iou")}
-                              for k in ("prior", "input_copied")}
+        res["novel_views"] = novel_view_scores(model, novel, work, guidance_scale)
     return res
 
 

@@ -29,6 +29,14 @@ checkpoint along the longer run's learning-rate schedule (``unet_steps_history``
 training.json records each length it was run to, so ``--unet-steps 3000`` then ``--unet-steps
 7000`` reproduces such a model).
 ``--threads`` sets torch's threads (give a background run its share of the cores).
+
+Learning curve: with ``--eval-every N`` the EMA prior is exported every N UNet steps (to
+``--work``/curve_model) and scored as ``eval_toy_prior.py`` scores a prior: its DDIM novel views
+at azimuth +90/180/270 on ``--eval-objects`` held-out objects (PSNR, mask IoU), the input view
+copied there, and the same samples conditioned on the azimuths negated (a prior that knows left
+from right scores lower). Each point goes to ``--work``/curve.json (and training.json's
+``curve``) with the UNet's training hours so far, evaluations excluded, over every resumed run;
+``scripts/plot_toy_curve.py`` draws it. The evaluation settings may change between resumed runs.
 """
 from __future__ import annotations
 
@@ -211,7 +219,10 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
     return snr.clamp(max=gamma) / snr
 
 
-def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_uncond=0.1, ema_decay=0.999, min_snr=0.0):
+def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_uncond=0.1, ema_decay=0.999, min_snr=0.0,
+               eval_every=0, evaluate=None):
+    """``evaluate(step, ema, seconds, loss)`` runs every ``eval_every`` steps on the EMA weights
+    (``seconds``: UNet training time so far, over every resumed run, evaluations excluded)."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**SCHEDULER)
@@ -232,6 +243,7 @@ def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_unco
         g.set_state(state["rng"])
     N, V = lat["mean"].shape[:2]
     warmup = min(200, steps // 10 + 1)
+    t_start, base_seconds, eval_seconds = time.time(), state.get("seconds", 0.0), 0.0
     unet.train()
     bar = progress(range(state["step"], steps), "unet", total=steps, initial=state["step"])
     for step in bar:
@@ -264,10 +276,16 @@ def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_unco
         state["losses"].append(float(loss))
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{np.mean(state['losses'][-50:]):.4f}")
-        if (step + 1) % 200 == 0 or step + 1 == steps:
+        at_eval = bool(eval_every) and (step + 1) % eval_every == 0
+        if (step + 1) % 200 == 0 or step + 1 == steps or at_eval:
             state.update(step=step + 1, unet=unet.state_dict(), proj=proj.state_dict(), opt=opt.state_dict(), ema=ema,
-                         rng=g.get_state())
+                         rng=g.get_state(), seconds=base_seconds + time.time() - t_start - eval_seconds)
             save_atomic(state, ckpt)
+        if at_eval and evaluate is not None:
+            t_eval = time.time()
+            evaluate(step + 1, ema, state["seconds"], float(np.mean(state["losses"][-200:])))
+            eval_seconds += time.time() - t_eval
+            unet.train()
     with torch.no_grad():  # export the EMA weights
         for e, p in zip(ema, params):
             p.copy_(e)
@@ -329,6 +347,10 @@ def main(argv=None):
     ap.add_argument("--unet-lr", type=POSITIVE, default=1e-3)
     ap.add_argument("--min-snr", type=NONNEG, default=0.0,
                     help="Min-SNR-gamma loss weighting of the UNet (0: plain MSE, as the shipped model)")
+    ap.add_argument("--eval-every", type=NONNEG_INT, default=0,
+                    help="learning curve: every N UNet steps, the EMA prior's DDIM novel views on --eval-objects "
+                    "held-out objects (and with the azimuth mirrored) into --work's curve.json (0: off)")
+    ap.add_argument("--eval-objects", type=COUNT, default=8, help="held-out objects of each learning-curve point")
     ap.add_argument("--seed", type=NONNEG_INT, default=0)
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -338,7 +360,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
-    meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads")}
+    meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads", "eval_every", "eval_objects")}
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
         old = {"min_snr": 0.0, **json.load(open(meta_path))}  # work folders from before --min-snr trained without it
@@ -363,8 +385,34 @@ def main(argv=None):
     scaling = float(1.0 / lat["mean"].std())
     vae.register_to_config(scaling_factor=scaling)
     T = camera_table(data["c2w"])
+    curve_path = os.path.join(args.work, "curve.json")
+    curve = json.load(open(curve_path)) if os.path.isfile(curve_path) else []
+
+    def curve_point(step, ema, seconds, loss):
+        """One learning-curve point: the EMA weights exported as a model folder, scored as
+        eval_toy_prior scores a prior (novel views, input view copied, azimuth mirrored)."""
+        import copy
+
+        from eval_toy_prior import novel_view_scores
+
+        if any(p["step"] == step for p in curve):
+            return
+        u, pr = copy.deepcopy(unet), copy.deepcopy(proj)
+        with torch.no_grad():
+            for e, q in zip(ema, list(u.parameters()) + list(pr.parameters())):
+                q.copy_(e)
+        folder = os.path.join(args.work, "curve_model")
+        export(folder, vae, u, clip, pr, {"curve_step": step})
+        scores = novel_view_scores(folder, args.eval_objects, os.path.join(args.work, "curve_views"), mirrored=True)
+        curve.append({"step": step, "hours": round(seconds / 3600, 4), "loss": loss, "objects": args.eval_objects,
+                      **{f"{k}_{m}": v for k, r in scores.items() for m, v in r.items()}})
+        write_json(curve_path, curve)
+        print(f"curve: step {step}, {seconds / 3600:.2f} h, novel views PSNR {scores['prior']['psnr']:.2f} dB "
+              f"(mirrored {scores['prior_mirrored']['psnr']:.2f}, input copied {scores['input_copied']['psnr']:.2f}), "
+              f"IoU {scores['prior']['iou']:.3f}", file=sys.stderr)
+
     unet_state = train_unet(unet, proj, lat, T, scaling, args.unet_steps, args.unet_batch, args.unet_lr, args.work,
-                            args.seed, min_snr=args.min_snr)
+                            args.seed, min_snr=args.min_snr, eval_every=args.eval_every, evaluate=curve_point)
     t_unet = time.time() - t0 - t_data - t_vae
     n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
                 (("vae", vae), ("unet", unet), ("image_encoder", clip), ("clip_camera_projection", proj))}
@@ -383,6 +431,8 @@ def main(argv=None):
                  "date": time.strftime("%Y-%m-%d")})
     write_json(runs_path, runs)
     record["runs"] = runs
+    if curve:
+        record["curve"] = curve
     export(args.out, vae, unet, clip, proj, record)
     print(json.dumps(record, indent=1))
     return 0

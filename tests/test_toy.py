@@ -292,3 +292,28 @@ def test_toy_image_to_3d_finds_the_unseen_side(toy_run):
     assert m["fscore"] >= FSCORE_MIN, m
     assert m["iou_back"] >= IOU_BACK_MIN, m
     assert m["chamfer"] <= CHAMFER_MAX, m
+
+
+def test_learning_curve_points_and_plot(tmp_path):
+    """train_toy_prior --eval-every N scores the EMA prior every N UNet steps (held-out novel views,
+    the input view copied, the azimuth mirrored) into --work's curve.json and training.json, with
+    the UNet's training hours; plot_toy_curve draws them, and refuses a file without a curve."""
+    out, work = str(tmp_path / "m"), str(tmp_path / "w")
+    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+            "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "4", "--unet-batch", "4", "--threads", "1",
+            "--eval-every", "2", "--eval-objects", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    curve = json.load(open(os.path.join(work, "curve.json")))
+    assert [p["step"] for p in curve] == [2, 4] and curve[0]["hours"] <= curve[1]["hours"]
+    keys = {f"{k}_{m}" for k in ("prior", "prior_mirrored", "input_copied") for m in ("psnr", "iou")}
+    assert keys <= set(curve[0]) and all(0 < p["input_copied_psnr"] < 60 for p in curve)
+    assert json.load(open(os.path.join(out, "training.json")))["curve"] == curve
+    png = tmp_path / "curve.png"
+    r = cli("scripts/plot_toy_curve.py", os.path.join(work, "curve.json"), os.path.join(out, "training.json"),
+            "--out", str(png))
+    assert r.returncode == 0, r.stderr[-2000:]
+    from PIL import Image
+
+    assert Image.open(png).size[0] > 600
+    r = cli("scripts/plot_toy_curve.py", os.path.join(work, "args.json"), "--out", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "no learning curve" in r.stderr and r.stderr.count("\n") == 1
