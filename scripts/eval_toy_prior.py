@@ -70,6 +70,23 @@ def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, 
     return out
 
 
+@torch.no_grad()
+def vae_roundtrip(g, objects: int, views: int = 4) -> dict:
+    """PSNR / SSIM of the prior's VAE round trip (posterior mean, decoded) of held-out renders at its
+    own resolution (the first ``objects`` held-out objects, ``views`` orbit views each): the ceiling
+    of every target the prior can give (stage 2's SDEdit, SDS's colours)."""
+    from eval_recon import psnr, ssim
+
+    ps, ss = [], []
+    for s in range(toy_objects.HELDOUT_START, toy_objects.HELDOUT_START + objects):
+        cams = toy_objects.object_cameras(s, views, g.image_size)
+        rgb, _ = toy_objects.render_views(toy_objects.make_object(s), [c for _, _, c in cams])
+        rt = g.decode(g.encode(rgb.to(g.device, g.dtype), sample=False)).cpu()
+        ps += [psnr(a, b) for a, b in zip(rt, rgb)]
+        ss += [ssim(a, b) for a, b in zip(rt, rgb)]
+    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+
+
 def novel_view_scores(model: str, objects: int, work: str, guidance_scale: float = 3.0, mirrored: bool = False) -> dict:
     """bench_toy.novel_views on the first ``objects`` held-out objects, averaged: PSNR and mask IoU
     of the prior's DDIM samples (``prior``) and of the input view copied (``input_copied``); with
@@ -93,7 +110,7 @@ def evaluate(model: str, objects: int, views: int, novel: int, work: str, guidan
     g = Zero123Guidance(model, guidance_scale=guidance_scale, seed=0)
     heldout = range(toy_objects.HELDOUT_START, toy_objects.HELDOUT_START + objects)
     res = {"train": pair_losses(g, range(objects), views), "heldout": pair_losses(g, heldout, views),
-           "heldout_mirrored": pair_losses(g, heldout, views, mirror=True)}
+           "heldout_mirrored": pair_losses(g, heldout, views, mirror=True), "vae_heldout": vae_roundtrip(g, objects)}
     if novel:
         res["novel_views"] = novel_view_scores(model, novel, work, guidance_scale)
     return res
@@ -109,6 +126,9 @@ def table(results: dict) -> str:
                 lines.append(f"| {model} | {split} | {t} | {r['eps']:.4f} | {r['eps_uncond']:.4f} | {r['gain']:.3f} | "
                              f"{r['x0']:.4f} |")
     for model, res in results.items():
+        v = res["vae_heldout"]
+        lines.append(f"\n{os.path.relpath(model)}: VAE round trip of held-out renders PSNR {v['psnr']:.2f} dB, "
+                     f"SSIM {v['ssim']:.3f}")
         if "novel_views" in res:
             nv = res["novel_views"]
             lines.append(f"\n{os.path.relpath(model)}: novel views PSNR {nv['prior']['psnr']:.2f} dB, mask IoU {nv['prior']['iou']:.3f} "

@@ -393,7 +393,8 @@ def main(argv=None):
         eval_toy_prior scores a prior (novel views, input view copied, azimuth mirrored)."""
         import copy
 
-        from eval_toy_prior import novel_view_scores
+        from eval_toy_prior import novel_view_scores, vae_roundtrip
+        from guidance.zero123 import Zero123Guidance
 
         if any(p["step"] == step for p in curve):
             return
@@ -404,6 +405,7 @@ def main(argv=None):
         folder = os.path.join(args.work, "curve_model")
         export(folder, vae, u, clip, pr, {"curve_step": step})
         scores = novel_view_scores(folder, args.eval_objects, os.path.join(args.work, "curve_views"), mirrored=True)
+        scores["vae"] = vae_roundtrip(Zero123Guidance(folder), args.eval_objects)
         curve.append({"step": step, "hours": round(seconds / 3600, 4), "loss": loss, "objects": args.eval_objects,
                       **{f"{k}_{m}": v for k, r in scores.items() for m, v in r.items()}})
         write_json(curve_path, curve)

@@ -200,7 +200,9 @@ def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
             "--work", str(tmp_path / "w"), "--json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.load(open(out))[MODEL]
-    assert set(res) == {"train", "heldout", "heldout_mirrored"} and set(res["heldout"]) == {"100", "400", "700", "900"}
+    assert set(res) == {"train", "heldout", "heldout_mirrored", "vae_heldout"}
+    assert set(res["heldout"]) == {"100", "400", "700", "900"}
+    assert 18 < res["vae_heldout"]["psnr"] < 30  # the shipped VAE: about 23.5 dB (BENCHMARKS.md)
     r = cli("scripts/eval_toy_prior.py", "--models", str(tmp_path / "none"))
     assert r.returncode == 2 and "no toy model" in r.stderr and r.stderr.count("\n") == 1
 
@@ -305,7 +307,7 @@ def test_learning_curve_points_and_plot(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     curve = json.load(open(os.path.join(work, "curve.json")))
     assert [p["step"] for p in curve] == [2, 4] and curve[0]["hours"] <= curve[1]["hours"]
-    keys = {f"{k}_{m}" for k in ("prior", "prior_mirrored", "input_copied") for m in ("psnr", "iou")}
+    keys = {f"{k}_{m}" for k in ("prior", "prior_mirrored", "input_copied") for m in ("psnr", "iou")} | {"vae_psnr"}
     assert keys <= set(curve[0]) and all(0 < p["input_copied_psnr"] < 60 for p in curve)
     assert json.load(open(os.path.join(out, "training.json")))["curve"] == curve
     png = tmp_path / "curve.png"
