@@ -71,17 +71,20 @@ def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, 
 
 
 @torch.no_grad()
-def vae_roundtrip(g, objects: int, views: int = 4) -> dict:
+def vae_roundtrip(g, objects: int, views: int = 4, roundtrip=None, size: int | None = None) -> dict:
     """PSNR / SSIM of the prior's VAE round trip (posterior mean, decoded) of held-out renders at its
     own resolution (the first ``objects`` held-out objects, ``views`` orbit views each): the ceiling
-    of every target the prior can give (stage 2's SDEdit, SDS's colours)."""
+    of every target the prior can give (stage 2's SDEdit, SDS's colours). ``g``: the guidance; or
+    None with ``roundtrip`` (images [B,3,H,W] in [0,1] -> the same) and the render ``size``."""
     from eval_recon import psnr, ssim
 
+    size = size or g.image_size
+    roundtrip = roundtrip or (lambda x: g.decode(g.encode(x.to(g.device, g.dtype), sample=False)))
     ps, ss = [], []
     for s in range(toy_objects.HELDOUT_START, toy_objects.HELDOUT_START + objects):
-        cams = toy_objects.object_cameras(s, views, g.image_size)
+        cams = toy_objects.object_cameras(s, views, size)
         rgb, _ = toy_objects.render_views(toy_objects.make_object(s), [c for _, _, c in cams])
-        rt = g.decode(g.encode(rgb.to(g.device, g.dtype), sample=False)).cpu()
+        rt = roundtrip(rgb).float().cpu()
         ps += [psnr(a, b) for a, b in zip(rt, rgb)]
         ss += [ssim(a, b) for a, b in zip(rt, rgb)]
     return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}

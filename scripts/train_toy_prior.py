@@ -136,7 +136,9 @@ def make_data(path: str, objects: int, views: int):
 
 
 # ----------------------------------------------------------------------------------- 2. VAE
-def train_vae(vae, images, steps, batch, lr, work, seed):
+def train_vae(vae, images, steps, batch, lr, work, seed, stop=None):
+    """The VAE over ``steps`` steps (cosine learning rate), resumed from ``work``/vae.pt; ``stop``:
+    return after that step (checkpointed) instead, to evaluate along the way."""
     ckpt = os.path.join(work, "vae.pt")
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     state = {"step": 0, "losses": []}
@@ -149,7 +151,8 @@ def train_vae(vae, images, steps, batch, lr, work, seed):
     if "rng" in state:
         g.set_state(state["rng"])
     vae.train()
-    bar = progress(range(state["step"], steps), "vae", total=steps, initial=state["step"])
+    end = steps if stop is None else min(stop, steps)
+    bar = progress(range(state["step"], end), "vae", total=steps, initial=state["step"])
     for step in bar:
         lr_now = lr * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
         for group in opt.param_groups:
@@ -166,7 +169,7 @@ def train_vae(vae, images, steps, batch, lr, work, seed):
         state["losses"].append(float(rec))
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(rec=f"{float(rec):.4f}")
-        if (step + 1) % 100 == 0 or step + 1 == steps:
+        if (step + 1) % 100 == 0 or step + 1 == end:
             state.update(step=step + 1, model=vae.state_dict(), opt=opt.state_dict(), rng=g.get_state())
             save_atomic(state, ckpt)
     vae.eval()
