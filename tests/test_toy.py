@@ -319,3 +319,17 @@ def test_learning_curve_points_and_plot(tmp_path):
     assert Image.open(png).size[0] > 600
     r = cli("scripts/plot_toy_curve.py", os.path.join(work, "args.json"), "--out", str(tmp_path / "x.png"))
     assert r.returncode == 2 and "no learning curve" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_vae_benchmark_scores_each_variant_along_its_schedule(tmp_path):
+    out = tmp_path / "vae.json"
+    r = cli("scripts/bench_toy_vae.py", "--objects", "2", "--views", "2", "--steps", "4", "--eval-every", "2",
+            "--eval-objects", "1", "--batch", "2", "--threads", "1", "--variants", "shipped", "latent16",
+            "--work", str(tmp_path / "w"), "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.load(open(out))
+    assert [p["step"] for p in res["shipped"]["curve"]] == [2, 4]
+    assert res["shipped"]["latent"] == [4, 8, 8] and res["latent16"]["latent"] == [4, 16, 16]
+    assert all(0 < p["psnr"] < 60 and p["seconds"] >= 0 for p in res["latent16"]["curve"])
+    r = cli("scripts/bench_toy_vae.py", "--data", str(tmp_path / "none.pt"))
+    assert r.returncode == 2 and "not found" in r.stderr and r.stderr.count("\n") == 1
