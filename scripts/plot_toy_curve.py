@@ -68,8 +68,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("curves", nargs="+", help="curve.json files (or training.json with a curve)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "toy_curve.png"))
+    ap.add_argument("--labels", nargs="+", help="one label per curve (default: each file's folder name)")
     args = ap.parse_args(argv)
-    curves = {os.path.basename(os.path.dirname(os.path.abspath(p))): read_curve(p) for p in args.curves}
+    if args.labels and len(args.labels) != len(args.curves):
+        raise ValueError(f"--labels gives {len(args.labels)} labels for {len(args.curves)} curves")
+    labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in args.curves]
+    curves = {label: read_curve(p) for label, p in zip(labels, args.curves)}
     plot(curves, args.out)
     print(f"wrote {args.out}")
     return 0
