@@ -55,7 +55,7 @@ def plot(curves: dict, out: str):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("UNet training hours")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp.png"
