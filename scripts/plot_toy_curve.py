@@ -55,8 +55,9 @@ def plot(curves: dict, out: str):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("UNet training hours")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp.png"
     fig.savefig(tmp, dpi=100)
