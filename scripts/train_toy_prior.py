@@ -288,7 +288,6 @@ def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_unco
             t_eval = time.time()
             evaluate(step + 1, ema, state["seconds"], float(np.mean(state["losses"][-200:])))
             eval_seconds += time.time() - t_eval
-            unet.train()
     with torch.no_grad():  # export the EMA weights
         for e, p in zip(ema, params):
             p.copy_(e)
