@@ -85,8 +85,11 @@ def choose_model(config: str, overrides: list):
         f"`python app.py guidance_model=/models/zero123-xl`."), TOY_EXAMPLES
 
 
-def prepare_input(image, remove_bg: bool, workdir: str) -> str:
-    """The uploaded image as <workdir>/input_rgba.png: matted with rembg when asked (or when it
+EXTRA_VIEWS = 3  # optional extra pictures of the object the page takes (image mode takes 2-4 views)
+
+
+def prepare_input(image, remove_bg: bool, workdir: str, name: str = "input") -> str:
+    """The uploaded image as <workdir>/<name>_rgba.png: matted with rembg when asked (or when it
     has no alpha), else as it is."""
     import numpy as np
 
@@ -98,9 +101,17 @@ def prepare_input(image, remove_bg: bool, workdir: str) -> str:
         arr = np.repeat(arr[..., None], 3, -1)
     if remove_bg or arr.shape[-1] == 3:
         arr = remove_background(arr[..., :3])
-    path = os.path.join(workdir, "input_rgba.png")
+    path = os.path.join(workdir, f"{name}_rgba.png")
     save_image(path, arr)
     return path
+
+
+def input_overrides(paths: list, azimuths: list) -> list:
+    """The config overrides of the page's input: one image, or several views (the first at
+    azimuth 0, each extra at its own azimuth)."""
+    if len(paths) == 1:
+        return [f"input={paths[0]}"]
+    return [f"input=[{','.join(paths)}]", f"input_azimuths=[{','.join(f'{float(a):g}' for a in azimuths)}]"]
 
 
 def make_app(config: str, overrides: list, outdir: str):
@@ -111,7 +122,8 @@ def make_app(config: str, overrides: list, outdir: str):
 
     config, overrides, base, ok, status, examples = choose_model(config, overrides)
 
-    def generate(image, remove_bg, elevation, iters, iters_refine, progress=gr.Progress()):
+    def generate(image, remove_bg, elevation, iters, iters_refine, *extra, progress=gr.Progress()):
+        """``extra``: EXTRA_VIEWS images (None where not given), then their azimuths."""
         from mesh import Mesh
         from mesh_renderer import turntable
         from trainer import Stage1, Stage2
@@ -125,8 +137,13 @@ def make_app(config: str, overrides: list, outdir: str):
         work = os.path.join(outdir, name)
         os.makedirs(work, exist_ok=True)
         try:
-            path = prepare_input(image, remove_bg, work)
-            cfg = load_config(config, overrides + [f"input={path}", f"save_path={name}", f"outdir={work}",
+            paths, azimuths = [prepare_input(image, remove_bg, work)], [0.0]
+            for i, (img, az) in enumerate(zip(extra[:EXTRA_VIEWS], extra[EXTRA_VIEWS:])):
+                if img is not None:
+                    paths.append(prepare_input(img, remove_bg, work, f"view{i + 1}"))
+                    azimuths.append(az)
+            cfg = load_config(config, overrides + input_overrides(paths, azimuths) + [
+                                                   f"save_path={name}", f"outdir={work}",
                                                    f"elevation={elevation}", f"iters={int(iters)}",
                                                    f"iters_refine={int(iters_refine)}", "mesh_format=glb",
                                                    "quiet=true"])
@@ -163,6 +180,15 @@ def make_app(config: str, overrides: list, outdir: str):
                                       label="elevation of the input view (degrees; negative: from above)")
                 iters = gr.Slider(10, 2000, value=int(base.iters), step=10, label="stage 1 steps")
                 iters_refine = gr.Slider(0, 500, value=int(base.iters_refine), step=10, label="stage 2 steps")
+                extra_images, extra_azimuths = [], []
+                with gr.Accordion("more pictures of the same object (optional)", open=False):
+                    gr.Markdown("Each at the azimuth of its camera in degrees from the first picture's "
+                                "(90: the side on the right in the first picture; 180: the back).")
+                    for i in range(EXTRA_VIEWS):
+                        with gr.Row():
+                            extra_images.append(gr.Image(label=f"view {i + 2} (RGBA)", type="numpy", image_mode="RGBA",
+                                                         elem_id=f"extra-view-{i + 2}"))
+                            extra_azimuths.append(gr.Number(value=90.0 * (i + 1), label=f"view {i + 2} azimuth"))
                 run = gr.Button("Generate", variant="primary", interactive=ok, elem_id="generate")
                 gr.Examples(examples, inputs=[image], label="examples")
             with gr.Column():
@@ -170,7 +196,8 @@ def make_app(config: str, overrides: list, outdir: str):
                 video = gr.Image(label="turntable", type="filepath")
                 files = gr.File(label="downloads", file_count="multiple")
                 done = gr.Markdown()
-        run.click(generate, [image, remove_bg, elevation, iters, iters_refine], [model3d, video, files, done])
+        run.click(generate, [image, remove_bg, elevation, iters, iters_refine, *extra_images, *extra_azimuths],
+                  [model3d, video, files, done])
     return demo
 
 

@@ -88,13 +88,16 @@ def file_digest(path: str) -> str:
 
 
 def input_digest(cfg) -> str | None:
-    """What the run was made from: the input file's bytes (a folder: its transforms.json), and in
-    text mode the prompt."""
+    """What the run was made from: the input file's bytes (a folder: its transforms.json; several
+    views: each file's and their angles), and in text mode the prompt."""
+    from inputs import input_paths
+
     parts = []
-    path = str(cfg.input or "")
-    if path:
+    for path in input_paths(cfg.input):  # several views: every file, in order
         target = os.path.join(path, "transforms.json") if os.path.isdir(path) else path
         parts.append(file_digest(target) if os.path.isfile(target) else "missing:" + os.path.abspath(path))
+    if cfg.mode == "image" and len(parts) > 1:  # and the angles they were given
+        parts.append(f"azimuths:{list(cfg.input_azimuths)} elevations:{list(cfg.input_elevations)}")
     if cfg.mode == "text":
         parts.append("prompt:" + str(cfg.prompt or ""))
     if not parts:

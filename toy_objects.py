@@ -231,3 +231,18 @@ def write_example(seed: int, folder: str, size: int = 256) -> tuple:
                          process=False)
     atomic_write(ply, lambda tmp: tm.export(tmp, file_type="ply"))
     return png, ply
+
+
+def write_view(seed: int, folder: str, azimuth: float, elevation: float = 0.0, size: int = 256) -> str:
+    """Object ``seed`` seen from ``azimuth`` / ``elevation`` (degrees, the orbit convention of image
+    mode's ``input_azimuths``: azimuth 0 is ``write_example``'s input view) as an RGBA PNG in
+    ``folder``; returns its path."""
+    import os
+
+    from io_utils import save_image
+
+    os.makedirs(folder, exist_ok=True)
+    name = f"toy_{seed}_az{azimuth:g}" + (f"_el{elevation:g}" if elevation else "") + "_rgba.png"
+    png = os.path.join(folder, name)
+    save_image(png, render_rgba(make_object(seed), Camera.orbit(elevation, azimuth, RADIUS, FOVY, size)))
+    return png

@@ -17,6 +17,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -129,11 +130,53 @@ def check_output(cfg):
                          "set outdir= to a writable folder") from None
 
 
+def input_record(cfg, ctx) -> dict:
+    """run.json's ``input``: the path and sha256 of what the run was made from (outputs.input_digest)
+    and, in image mode, every input view with its own sha256 and angles."""
+    from outputs import file_digest, input_digest
+    from inputs import input_paths
+
+    paths = input_paths(cfg.input)
+    record = {"path": paths[0] if len(paths) == 1 else (paths or cfg.input), "sha256": input_digest(cfg)}
+    if ctx.refs:
+        record["views"] = [{"path": r.path, "sha256": file_digest(r.path) if os.path.isfile(r.path) else None,
+                            "azimuth": r.azimuth, "elevation": r.elevation} for r in ctx.refs]
+    return record
+
+
 def check_common(cfg):
     """Every key's value (config.validate; load_config ran it already for configs read from YAML)."""
     from config import validate
 
     validate(cfg)
+
+
+@dataclass
+class InputView:
+    """One input image of image mode, at its camera."""
+
+    path: str
+    azimuth: float  # degrees, relative to the first view, orbit convention
+    elevation: float  # degrees
+    camera: Camera
+    rgb: torch.Tensor  # [3,S,S] in [0,1]
+    mask: torch.Tensor  # [1,S,S] in [0,1]
+
+
+def check_input_count(cfg):
+    """Several input images are image mode's, with a prior that can take them: a one-line error
+    otherwise, before anything is read."""
+    from inputs import input_paths
+
+    n = len(input_paths(cfg.input))
+    if n <= 1:
+        return
+    if cfg.mode != "image":
+        raise ValueError(f"input= lists {n} images, but mode={cfg.mode} reads one input; several views of one "
+                         "object are image mode's (mode=image with input_azimuths)")
+    if cfg.imagedream and cfg.lambda_sd > 0:
+        raise ValueError(f"input= lists {n} images, but ImageDream (imagedream=true) conditions on one; use Zero123 "
+                         "(configs/image.yaml) for several views, or give one image")
 
 
 class Context:
@@ -147,15 +190,23 @@ class Context:
         self.device = pick_device(cfg.device)
         seed_everything(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.ref = None  # (camera, rgb [3,S,S], mask [1,S,S]) of the input view (image mode)
+        self.ref = None  # (camera, rgb [3,S,S], mask [1,S,S]) of the (first) input view (image mode)
+        self.refs = []  # InputView of every input view (image mode; one unless input= lists several)
+        self.elevation = float(cfg.elevation)  # the (first) input view's elevation: novel views orbit around it
         self.views = None
         self.warnings = []  # what reading the input had to guess: logged, and kept in run.json
+        check_input_count(cfg)
         if cfg.mode == "image":
-            from inputs import load_input_image
+            from inputs import input_paths, load_input_views, view_angles
 
-            rgb, mask = load_input_image(cfg.input, cfg.ref_size, cfg.recenter, cfg.border_ratio, self.warnings)
-            cam = Camera.orbit(cfg.elevation, 0.0, cfg.radius, cfg.fovy, cfg.ref_size)
-            self.ref = (cam, rgb.to(self.device), mask.to(self.device))
+            paths = input_paths(cfg.input)
+            angles = view_angles(max(len(paths), 1), cfg.input_azimuths, cfg.input_elevations, cfg.elevation)
+            loaded = load_input_views(paths, cfg.ref_size, cfg.recenter, cfg.border_ratio, self.warnings)
+            for path, (az, el), (rgb, mask) in zip(paths, angles, loaded):
+                cam = Camera.orbit(el, az, cfg.radius, cfg.fovy, cfg.ref_size)
+                self.refs.append(InputView(path, az, el, cam, rgb.to(self.device), mask.to(self.device)))
+            self.elevation = self.refs[0].elevation
+            self.ref = (self.refs[0].camera, self.refs[0].rgb, self.refs[0].mask)
         elif cfg.mode == "recon":
             from views import load_views
 
@@ -186,9 +237,12 @@ class Context:
                 if self.cfg.mode == "text" and not prompt:
                     raise ValueError("text mode needs prompt=\"...\" (or a <name>_caption.txt beside input)")
                 cond = {"prompt": prompt, "negative_prompt": self.cfg.negative_prompt,
-                        "elevation": self.cfg.elevation, "radius": self.cfg.radius}
+                        "elevation": self.elevation, "radius": self.cfg.radius}
                 if self.ref is not None:
                     cond.update(image=self.ref[1], mask=self.ref[2])
+                if len(self.refs) > 1:  # several views: priors that take them condition on each
+                    cond["inputs"] = [{"image": r.rgb, "mask": r.mask, "azimuth": r.azimuth, "elevation": r.elevation}
+                                      for r in self.refs]
             g = (self._build_guidance or build_guidance)(self.cfg, self.device, self.views)
             if cond is not None:
                 g.prepare(**cond)
@@ -206,7 +260,7 @@ class Context:
         from cameras import OrbitSampler
 
         cfg = self.cfg
-        orbit = OrbitSampler(cfg.elevation, cfg.min_ver, cfg.max_ver, cfg.radius, cfg.fovy, resolution)
+        orbit = OrbitSampler(self.elevation, cfg.min_ver, cfg.max_ver, cfg.radius, cfg.fovy, resolution)
         views = self.guidance.sample_views(cfg.batch_size, self.rng, orbit)
         backgrounds = {}
         for i, v in enumerate(views):
@@ -267,14 +321,14 @@ class Stage1:
         self.model.update_learning_rate(self.step)
         loss = torch.zeros((), device=self.device)
         renders = []  # (render output, width, height) of the novel views: densification statistics
-        if self.ctx.ref is not None and (cfg.lambda_rgb or cfg.lambda_mask):  # the input view: RGB and mask
-            # losses (not in the densification statistics, as the reference; ImageDream trains without them)
-            cam, rgb, mask = self.ctx.ref
-            out = self.render(cam)
+        if self.ctx.refs and (cfg.lambda_rgb or cfg.lambda_mask):  # each input view: RGB and mask losses
+            # (not in the densification statistics, as the reference; ImageDream trains without them)
             ramp = step_ratio if cfg.warmup_rgb_loss else 1.0  # both weights ramp in, as the reference
-            target = rgb * mask + (1 - mask)  # white background, as rendered
-            loss = loss + ramp * (cfg.lambda_rgb * F.mse_loss(out["image"], target)
-                                  + cfg.lambda_mask * F.mse_loss(out["alpha"], mask))
+            for ref in self.ctx.refs:  # several views: each its own loss, as the one view has
+                out = self.render(ref.camera)
+                target = ref.rgb * ref.mask + (1 - ref.mask)  # white background, as rendered
+                loss = loss + ramp * (cfg.lambda_rgb * F.mse_loss(out["image"], target)
+                                      + cfg.lambda_mask * F.mse_loss(out["alpha"], ref.mask))
         views = self.ctx.sample_views(resolution_at(cfg, step_ratio))
         images = []
         for v in views:
@@ -347,12 +401,11 @@ class Stage1:
         from a mixture."""
         import uuid
 
-        from outputs import RunLock, input_digest
+        from outputs import RunLock
 
         with RunLock(self.paths["base"]):
             self.run_id = uuid.uuid4().hex[:12]
-            self.provenance = {"run_id": self.run_id, "input": {"path": self.cfg.input,
-                                                                "sha256": input_digest(self.cfg)}}
+            self.provenance = {"run_id": self.run_id, "input": input_record(self.cfg, self.ctx)}
             return self._run()
 
     def _run(self) -> dict:
@@ -488,11 +541,11 @@ class Stage2:
         self.step += 1
         step_ratio = min(1.0, self.step / max(cfg.iters_refine, 1))
         loss = torch.zeros((), device=self.device)
-        if self.ctx.ref is not None and cfg.lambda_ref_view:  # the input view, where the surface faces the camera
-            cam, rgb, mask = self.ctx.ref
-            out = self.render(cam)
+        for ref in self.ctx.refs if cfg.lambda_ref_view else []:  # each input view, where the surface faces it
+            out = self.render(ref.camera)
             valid = ((out["alpha"] > 0) & (out["viewcos"][None] > 0.5)).float()
-            loss = loss + cfg.lambda_ref_view * F.mse_loss(out["image"] * valid, (rgb * mask + 1 - mask) * valid)
+            target = ref.rgb * ref.mask + 1 - ref.mask
+            loss = loss + cfg.lambda_ref_view * F.mse_loss(out["image"] * valid, target * valid)
         views = self.ctx.sample_views(cfg.refine_resolution)
         if cfg.refine_white_bg:  # the reference refines on white
             for v in views:
@@ -533,8 +586,6 @@ class Stage2:
     def _run(self) -> dict:
         import uuid
 
-        from outputs import input_digest
-
         t0 = time.perf_counter()
         self.ctx.load_guidance()  # load the models (and fail on a missing one) before refining
         bar = progress(range(self.cfg.iters_refine), self.cfg.quiet, "stage 2")
@@ -554,7 +605,7 @@ class Stage2:
                   "vertices": int(out.v.shape[0]), "outputs": {"mesh": self.paths["fine"]}, "interrupted": interrupted,
                   "warnings": self.ctx.warnings,
                   "timings": {"train": round(t_train, 3), "total": round(time.perf_counter() - t0, 3)},
-                  "run_id": uuid.uuid4().hex[:12], "input": {"path": self.cfg.input, "sha256": input_digest(self.cfg)},
+                  "run_id": uuid.uuid4().hex[:12], "input": input_record(self.cfg, self.ctx),
                   "input_mesh": {"path": self.mesh_path, "chosen": bool(self.cfg.mesh),
                                  "stage1_run_id": None if self.stage1 is None else self.stage1.get("run_id")},
                   "files": digests(mesh_files(self.paths["fine"]))}

@@ -99,10 +99,13 @@ def checkpoint_resolution(folder: str, what: str, default: int = 256) -> int:
 
 
 def camera_embedding(d_elevation, d_azimuth, d_radius, input_elevation, stable: bool) -> torch.Tensor:
-    """[B, 4] camera embeddings (see module docstring)."""
+    """[B, 4] camera embeddings (see module docstring); ``input_elevation``: one for all rows, or one
+    per row (each view relative to its own input view)."""
     rows = []
-    for de, da, dr in zip(d_elevation, d_azimuth, d_radius):
-        last = math.radians(90 + input_elevation) if stable else dr
+    if not isinstance(input_elevation, (list, tuple)):
+        input_elevation = [input_elevation] * len(d_elevation)
+    for de, da, dr, el in zip(d_elevation, d_azimuth, d_radius, input_elevation):
+        last = math.radians(90 + el) if stable else dr
         rows.append([math.radians(de), math.sin(math.radians(da)), math.cos(math.radians(da)), last])
     return torch.tensor(rows, dtype=torch.float32)
 
@@ -155,36 +158,67 @@ class Zero123Guidance(DiffusionGuidance):
         return px.to(self.device, self.dtype)
 
     @torch.no_grad()
-    def prepare(self, image=None, mask=None, elevation=0.0, radius=None, **_):
+    def prepare(self, image=None, mask=None, elevation=0.0, radius=None, inputs=None, **_):
         """Condition on the input view: ``image`` [3,H,W] in [0,1] (composited on white where
         ``mask`` is given), its elevation (degrees) and camera distance. As the reference: the
-        view at 256x256 (bilinear), CLIP embedding of its 8-bit pixels, and a VAE posterior sample."""
-        if image is None:
+        view at 256x256 (bilinear), CLIP embedding of its 8-bit pixels, and a VAE posterior sample.
+
+        ``inputs``: several views of the object (dicts of image, mask, azimuth relative to the
+        first, elevation; the first is ``image``'s view): each is embedded so, and every sampled
+        view is conditioned on the input view nearest in angle, with its camera relative to that
+        view (``nearest_input``)."""
+        if image is None and not inputs:
             raise ValueError("Zero123 guidance needs the input image (mode=image with input=...)")
-        img = image if mask is None else image * mask + (1 - mask)
-        x = F.interpolate(img[None].to(self.device, torch.float32), (self.image_size, self.image_size),
-                          mode="bilinear", align_corners=False)
-        clip_emb = self.image_encoder(self.clip_pixels(x)).image_embeds  # [1, D]
-        vae_lat = self.encode(x, sample=True) / self.vae.config.scaling_factor  # unscaled, as Zero123
-        self.embeddings = (clip_emb, vae_lat)
-        self.input_elevation = float(elevation)
+        inputs = list(inputs) if inputs else [{"image": image, "mask": mask, "azimuth": 0.0, "elevation": elevation}]
+        clips, lats = [], []
+        for view in inputs:
+            img = view["image"] if view.get("mask") is None else view["image"] * view["mask"] + (1 - view["mask"])
+            x = F.interpolate(img[None].to(self.device, torch.float32), (self.image_size, self.image_size),
+                              mode="bilinear", align_corners=False)
+            clips.append(self.image_encoder(self.clip_pixels(x)).image_embeds)  # [1, D]
+            lats.append(self.encode(x, sample=True) / self.vae.config.scaling_factor)  # unscaled, as Zero123
+        self.embeddings = (torch.cat(clips), torch.cat(lats))
+        self.input_angles = [(float(v["azimuth"]), float(v["elevation"])) for v in inputs]
+        self.input_elevation = self.input_angles[0][1]
         self.input_radius = radius
         return self
 
+    def nearest_input(self, views) -> list:
+        """For each view, the index of the input view nearest in angle (the angle between the two
+        viewing directions on the orbit sphere; 0 with one input)."""
+        angles = getattr(self, "input_angles", [(0.0, self.input_elevation)])
+        if len(angles) == 1:
+            return [0] * len(views)
+
+        def direction(az, el):
+            a, e = math.radians(az), math.radians(el)
+            return (math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a))
+
+        dirs = [direction(*a) for a in angles]
+        out = []
+        for v in views:
+            d = direction(v.azimuth, v.elevation)
+            out.append(max(range(len(dirs)), key=lambda k: sum(x * y for x, y in zip(d, dirs[k]))))
+        return out
+
     def camera_T(self, views) -> torch.Tensor:
-        """[B, 4] camera embeddings of ``views`` relative to the input view, as fed to the UNet."""
+        """[B, 4] camera embeddings of ``views`` relative to their input view (``nearest_input``),
+        as fed to the UNet."""
         if self.embeddings is None:
             raise RuntimeError("Zero123Guidance.prepare(image=...) must be called before use")
         r0 = self.input_radius if self.input_radius is not None else (views[0].radius or 0.0)
-        return camera_embedding([v.elevation - self.input_elevation for v in views], [v.azimuth for v in views],
-                                [(v.radius or r0) - r0 for v in views], self.input_elevation, self.stable)
+        angles = getattr(self, "input_angles", [(0.0, self.input_elevation)])
+        ref = [angles[k] for k in self.nearest_input(views)]
+        return camera_embedding([v.elevation - el for v, (_, el) in zip(views, ref)],
+                                [v.azimuth - az for v, (az, _) in zip(views, ref)],
+                                [(v.radius or r0) - r0 for v in views], [el for _, el in ref], self.stable)
 
     def conditioning(self, views):
         T = self.camera_T(views).to(self.device, self.dtype)[:, None, :]
         clip_emb, vae_lat = self.embeddings
-        B = len(views)
-        cc = self.cc_projection(torch.cat([clip_emb[:, None, :].repeat(B, 1, 1), T], -1))  # [B,1,D]
-        return cc, vae_lat.repeat(B, 1, 1, 1)
+        idx = torch.tensor(self.nearest_input(views), device=vae_lat.device)
+        cc = self.cc_projection(torch.cat([clip_emb[idx][:, None, :], T], -1))  # [B,1,D]
+        return cc, vae_lat[idx]
 
     def _eps(self, latents_noisy, t, views):
         cc, vae_lat = self.conditioning(views)

@@ -27,21 +27,33 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from train_toy_prior import VAE_CONFIG  # noqa: E402
 
-# name -> changes to train_toy_prior.VAE_CONFIG
+SHIPPED_VAE = os.path.join(ROOT, "models", "toy-zero123", "vae")
+# name -> changes to train_toy_prior.VAE_CONFIG; keys starting with "_" are not config:
+# "_init" a VAE folder to start from, "_part" what trains ("all" or "decoder"), "_lr" its learning rate
 VARIANTS = {
     "shipped": {},  # (8, 16, 32, 64): 64 px -> 8x8x4, 0.65 M parameters
     "wide": {"block_out_channels": (32, 64, 128, 128)},  # the same latent, 4-8x the width
     "latent16": {"block_out_channels": (16, 32, 64), "down_block_types": ("DownEncoderBlock2D",) * 3,
                  "up_block_types": ("UpDecoderBlock2D",) * 3},  # one downsampling fewer: 16x16x4 latents
+    # the shipped VAE's decoder trained on, its encoder frozen (as sd-vae-ft-mse): the shipped UNet stays valid
+    "ft_decoder": {"_init": SHIPPED_VAE, "_part": "decoder", "_lr": 1e-3},
+    # the shipped VAE trained on as a whole: its latents move, a UNet must be trained anew on them
+    "continued": {"_init": SHIPPED_VAE, "_part": "all", "_lr": 1e-3},
 }
 
 
 def build_vae(changes: dict, seed: int = 0):
-    """An AutoencoderKL of VAE_CONFIG with ``changes``, initialised as train_toy_prior.build_models does."""
+    """An AutoencoderKL of VAE_CONFIG with ``changes``, initialised as train_toy_prior.build_models
+    does, or loaded from ``changes["_init"]``."""
     from diffusers import AutoencoderKL
 
+    if changes.get("_init"):
+        from io_utils import require_file
+
+        require_file(os.path.join(changes["_init"], "config.json"), "VAE folder to start from")
+        return AutoencoderKL.from_pretrained(changes["_init"])
     torch.manual_seed(seed)
-    cfg = {**VAE_CONFIG, **changes}
+    cfg = {**VAE_CONFIG, **{k: v for k, v in changes.items() if not k.startswith("_")}}
     vae = AutoencoderKL(**cfg)
     with torch.no_grad():  # near-deterministic posterior at start (log-variance -8), as the shipped VAE
         vae.encoder.conv_out.weight[cfg["latent_channels"]:] = 0
@@ -64,17 +76,23 @@ def curve(name, changes, images, args) -> dict:
         return (out / 2 + 0.5).clamp(0, 1)
 
     points, seconds = [], 0.0
+    part, lr = changes.get("_part", "all"), changes.get("_lr", args.lr)
+    if changes.get("_init"):  # where it starts
+        points.append({"step": 0, "seconds": 0.0, **vae_roundtrip(None, args.eval_objects, roundtrip=roundtrip,
+                                                                  size=RESOLUTION)})
     for stop in range(args.eval_every, args.steps + args.eval_every, args.eval_every):
         t0 = time.perf_counter()
-        state = train_vae(vae, images, args.steps, args.batch, args.lr, work, args.seed, stop=min(stop, args.steps))
+        state = train_vae(vae, images, args.steps, args.batch, lr, work, args.seed, stop=min(stop, args.steps), part=part)
         seconds += time.perf_counter() - t0  # a resumed chunk (checkpoint found) costs ~0 here
         score = vae_roundtrip(None, args.eval_objects, roundtrip=roundtrip, size=RESOLUTION)
         points.append({"step": state["step"], "seconds": round(seconds, 1), **score})
         print(f"{name}: step {state['step']}, {seconds:.0f} s, held-out round trip {score['psnr']:.2f} dB, "
               f"SSIM {score['ssim']:.3f}", file=sys.stderr)
     latent = vae.encode(torch.zeros(1, 3, RESOLUTION, RESOLUTION)).latent_dist.mean.shape[1:]
+    if args.save:
+        vae.save_pretrained(os.path.join(args.save, name), safe_serialization=True)
     return {"parameters": sum(p.numel() for p in vae.parameters()), "latent": list(latent), "changes": str(changes),
-            "curve": points}
+            "part": part, "lr": lr, "curve": points}
 
 
 def main(argv=None):
@@ -93,6 +111,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=NONNEG_INT, default=0)
     ap.add_argument("--work", default=os.path.join(ROOT, "logs", "bench_toy_vae"), help="checkpoints (resumable)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--save", help="save each trained VAE here (a diffusers folder per variant)")
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:

@@ -61,11 +61,15 @@ class OracleZero123(Zero123Guidance):
         """The cameras the embeddings of ``views`` describe, read back with Zero123's convention
         (``size`` pixels square; default the prior's resolution)."""
         r0 = self.input_radius if self.input_radius is not None else (views[0].radius or toy_objects.RADIUS)
-        cond = orbit_camera(self.input_elevation, 0.0, r0)
+        angles = getattr(self, "input_angles", [(0.0, self.input_elevation)])
         size = size or self.image_size
-        return [Camera(toy_objects.camera_from_zero123_T(T, cond, r0 if self.stable else None),
-                       torch.pi * self.fovy / 180, size, size)
-                for T in self.camera_T(views).tolist()]
+        out = []
+        seen = [replace(v, azimuth=-v.azimuth) for v in views] if self.mirror_azimuth else views  # as camera_T sees them
+        for T, k in zip(self.camera_T(views).tolist(), self.nearest_input(seen)):  # relative to its input view
+            cond = orbit_camera(angles[k][1], angles[k][0], r0)
+            out.append(Camera(toy_objects.camera_from_zero123_T(T, cond, r0 if self.stable else None),
+                              torch.pi * self.fovy / 180, size, size))
+        return out
 
     @torch.no_grad()
     def ground_truth(self, views, size: int | None = None) -> torch.Tensor:

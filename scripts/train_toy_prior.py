@@ -136,11 +136,17 @@ def make_data(path: str, objects: int, views: int):
 
 
 # ----------------------------------------------------------------------------------- 2. VAE
-def train_vae(vae, images, steps, batch, lr, work, seed, stop=None):
+def train_vae(vae, images, steps, batch, lr, work, seed, stop=None, part="all"):
     """The VAE over ``steps`` steps (cosine learning rate), resumed from ``work``/vae.pt; ``stop``:
-    return after that step (checkpointed) instead, to evaluate along the way."""
+    return after that step (checkpointed) instead, to evaluate along the way. ``part="decoder"``:
+    the encoder frozen, only the decoder trained (as Stability's sd-vae-ft-mse fine-tuned SD's VAE):
+    the latent space, and so a UNet trained on it, stays valid."""
+    if part not in ("all", "decoder"):
+        raise ValueError(f"part must be 'all' or 'decoder', not {part!r}")
     ckpt = os.path.join(work, "vae.pt")
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    trained = (list(vae.parameters()) if part == "all" else
+               list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters()))
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     state = {"step": 0, "losses": []}
     if os.path.isfile(ckpt):
         state = torch.load(ckpt, weights_only=False)
@@ -151,6 +157,8 @@ def train_vae(vae, images, steps, batch, lr, work, seed, stop=None):
     if "rng" in state:
         g.set_state(state["rng"])
     vae.train()
+    if part == "decoder":
+        vae.encoder.eval(), vae.quant_conv.eval()
     end = steps if stop is None else min(stop, steps)
     bar = progress(range(state["step"], end), "vae", total=steps, initial=state["step"])
     for step in bar:
@@ -158,11 +166,13 @@ def train_vae(vae, images, steps, batch, lr, work, seed, stop=None):
         for group in opt.param_groups:
             group["lr"] = lr_now
         x = flat[torch.randint(len(flat), (batch,), generator=g)].float() / 127.5 - 1
-        post = vae.encode(x).latent_dist
-        y = vae.decode(post.sample()).sample
+        with torch.set_grad_enabled(part == "all"):
+            post = vae.encode(x).latent_dist
+            z = post.sample()
+        y = vae.decode(z).sample
         weight = 1 + 9 * (x < 0.98).any(1, keepdim=True).float()  # the object's pixels 10x the white background
         rec = (weight * ((y - x) ** 2 + 0.1 * (y - x).abs())).mean()
-        loss = rec + 1e-6 * post.kl().mean()
+        loss = rec + (1e-6 * post.kl().mean() if part == "all" else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
