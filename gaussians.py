@@ -344,7 +344,48 @@ class GaussianModel:
             opacities=t(np.log(alpha / (1 - alpha))), sh0=t(rgb_to_sh(rgba[:, :3])[:, None, :].copy()),
             shN=torch.zeros(len(a), 0, 3))
 
+    # ------------------------------------------------------- other tools' formats
+    @classmethod
+    def from_arrays(cls, a: dict, device="cpu") -> "GaussianModel":
+        """From splat_formats' dict of numpy arrays (raw 3DGS parameters)."""
+        t = lambda k: torch.from_numpy(np.ascontiguousarray(a[k], dtype=np.float32))  # noqa: E731
+        return cls(int(a["sh_degree"]), device).set_params(means=t("means"), scales=t("scales"), quats=t("quats"),
+                                                           opacities=t("opacities"), sh0=t("sh0"), shN=t("shN"))
+
+    def arrays(self) -> dict:
+        """The raw parameters as splat_formats' dict of numpy arrays."""
+        out = {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
+        out["sh_degree"] = self.sh_degree
+        return out
+
+    # file name endings -> format; checked longest first (.compressed.ply before .ply)
+    WRITABLE = (".compressed.ply", ".ply", ".splat")
+
     @classmethod
     def load(cls, path: str, device="cpu") -> "GaussianModel":
-        """A .ply or a .splat, by extension."""
-        return (cls.load_splat if path.lower().endswith(".splat") else cls.load_ply)(path, device=device)
+        """A .ply (the standard 3DGS layout, or PlayCanvas's compressed one, told apart by its
+        content) or a .splat."""
+        from splat_formats import is_compressed_ply, read_compressed_ply
+
+        if path.lower().endswith(".splat"):
+            return cls.load_splat(path, device=device)
+        require_file(path, "Gaussian .ply")
+        if is_compressed_ply(path):
+            return cls.from_arrays(read_compressed_ply(path), device)
+        return cls.load_ply(path, device=device)
+
+    def save(self, path: str):
+        """Write by the file name's ending: .compressed.ply, .ply (standard 3DGS) or .splat; any
+        other ending is a one-line ValueError (never a file in another format under that name)."""
+        from splat_formats import write_compressed_ply
+
+        low = path.lower()
+        if low.endswith(".compressed.ply"):
+            write_compressed_ply(self.arrays(), path)
+        elif low.endswith(".ply"):
+            self.save_ply(path)
+        elif low.endswith(".splat"):
+            self.save_splat(path)
+        else:
+            raise ValueError(f"{path}: cannot write Gaussians as '{os.path.splitext(path)[1] or path}'; "
+                             f"writable: {', '.join(self.WRITABLE)}")

@@ -230,11 +230,13 @@ MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl", ".dae", ".3m
 
 
 def is_gaussian_ply(path: str) -> bool:
-    """A 3DGS .ply (vertices with opacity and scales, no faces) rather than a mesh .ply."""
+    """A 3DGS .ply (vertices with opacity and scales, or PlayCanvas's compressed layout: a chunk
+    element and packed_* properties; no faces) rather than a mesh .ply."""
     with open(path, "rb") as fh:
         head = fh.read(4096)
     end = head.find(b"end_header")
     header = head[:end if end >= 0 else len(head)].decode("ascii", errors="replace").split("\n")
     props = {ln.split()[-1] for ln in header if ln.startswith("property")}
     faces = any(ln.startswith("element face") and ln.split()[-1] != "0" for ln in header)
-    return not faces and {"opacity", "scale_0"} <= props
+    compressed = any(ln.startswith("element chunk") for ln in header) and "packed_position" in props
+    return not faces and ({"opacity", "scale_0"} <= props or compressed)

@@ -1,6 +1,7 @@
 """The README's quick-start picture: what the first command makes, beside what a perfect prior makes.
 
     python scripts/quickstart_pictures.py --out docs/quickstart_toy.png
+    python scripts/quickstart_pictures.py --input data/toy/toy_100003_rgba.png --views 0 180 --out docs/multiview_toy.png
 
 Runs the README's toy command (configs/toy.yaml, the shipped toy Zero123, both stages) on
 ``--input`` and the same two stages with the oracle Zero123 (scripts/toy_oracle.py: a denoiser
@@ -8,6 +9,11 @@ that knows the object, "what a perfect prior gives"), then draws one small PNG: 
 then rows of turntable views (elevation 0, azimuths ``--azimuths``) of stage 1 and stage 2 of each,
 and the ground truth. The input must be a held-out toy object's example (data/toy/toy_<seed>_rgba.png)
 for the oracle to know it.
+
+With ``--views AZ ...`` (several input views, the first 0): the object's views at those azimuths
+(toy_objects.write_view) are the input, and the rows are stage 2 of the toy prior from the first
+view alone, from all the views, and of no prior from all the views ("views only"), then the ground
+truth; the input tile shows the views side by side.
 """
 from __future__ import annotations
 
@@ -46,9 +52,12 @@ def draw(rows, input_rgba, azimuths, size, path):
     d.text((label_w + 4, 3), "input", fill="black")
     for j, a in enumerate(azimuths):
         d.text((label_w + size * (j + 1) + 4, 3), f"azimuth {a:g}", fill="black")
-    rgba = Image.fromarray((np.clip(input_rgba, 0, 1) * 255 + 0.5).astype(np.uint8)).resize((size, size))
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.paste(Image.alpha_composite(white, rgba).convert("RGB"), (label_w, head))
+    inputs = input_rgba if isinstance(input_rgba, list) else [input_rgba]  # several views: side by side
+    n = len(inputs)
+    for k, img in enumerate(inputs):
+        rgba = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).resize((size // n, size // n))
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.paste(Image.alpha_composite(white, rgba).convert("RGB"), (label_w + k * (size // n), head + (size - size // n) // 2))
     for i, (label, tiles) in enumerate(rows):
         y = head + size * i
         for k, line in enumerate(label.split("\n")):
@@ -70,6 +79,7 @@ def main(argv=None):
     ap.add_argument("--work", default=os.path.join(ROOT, "logs", "quickstart_pictures"))
     ap.add_argument("--azimuths", type=float, nargs="+", default=[0.0, 90.0, 180.0, 270.0])
     ap.add_argument("--size", type=int, default=96, help="tile size in pixels")
+    ap.add_argument("--views", type=float, nargs="+", help="several input views at these azimuths (the first 0)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     match = re.fullmatch(r"toy_(\d+)_rgba\.png", os.path.basename(args.input))
@@ -80,6 +90,9 @@ def main(argv=None):
     from io_utils import load_image, require_file
 
     require_file(args.input, "input image")
+    if args.views and (args.views[0] != 0 or len(set(args.views)) != len(args.views)):
+        print(f"error: --views must start at 0 and repeat no azimuth, got {args.views}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     from bench_toy import run_stages
@@ -90,6 +103,20 @@ def main(argv=None):
     quiet_libraries()
     seed = int(match.group(1))
     common = [f"input={args.input}", f"outdir={args.work}", f"guidance_model={args.model}", "quiet=true"]
+    if args.views:
+        paths = [toy_objects.write_view(seed, os.path.join(args.work, "views"), a) for a in args.views]
+        several = [f"input=[{','.join(paths)}]", f"input_azimuths=[{','.join(f'{a:g}' for a in args.views)}]",
+                   f"outdir={args.work}", f"guidance_model={args.model}", "quiet=true"]
+        rows = []
+        for label, overrides in (("toy prior,\n1 view", [f"input={paths[0]}", *common[1:], "save_path=mv1"]),
+                                 (f"toy prior,\n{len(paths)} views", several + ["save_path=mvn"]),
+                                 (f"no prior,\n{len(paths)} views", several + ["lambda_zero123=0", "save_path=mv0"])):
+            out = run_stages(args.config, overrides, True)
+            rows.append((label, views(Mesh.load(out["fine"]), args.azimuths, args.size)))
+        rows.append(("ground truth", views(toy_objects.make_object(seed), args.azimuths, args.size)))
+        draw(rows, [load_image(p) for p in paths], args.azimuths, args.size, args.out)
+        print(f"wrote {args.out}")
+        return 0
     rows = []
     for name, build in (("toy prior", None), ("oracle\n(a perfect prior)", oracle_builder(seed))):
         paths = run_stages(args.config, common + [f"save_path={'oracle' if build else 'toy'}"], True, build)

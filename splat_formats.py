@@ -1,0 +1,241 @@
+"""Gaussian splat files other tools write: PlayCanvas / SuperSplat ``.compressed.ply``.
+
+Every codec here works on the raw 3DGS parameters as ``gaussians.GaussianModel`` keeps them, as a
+dict of numpy arrays: ``means`` [N,3], ``scales`` [N,3] (log), ``quats`` [N,4] (w, x, y, z as the
+3DGS .ply's rot_0..3), ``opacities`` [N] (logit), ``sh0`` [N,1,3], ``shN`` [N,K,3] (K = 0, 3, 8, 15).
+
+``.compressed.ply`` (PlayCanvas's compressed PLY; the layout @playcanvas/splat-transform 3.7.0
+reads and writes, its ``decompress-ply`` / ``write-compressed-ply``): a binary little-endian PLY
+with three elements,
+
+* ``chunk`` (one per 256 Gaussians, float32): per-chunk bounds ``min_x .. max_z`` of the positions,
+  ``min_scale_x .. max_scale_z`` of the log scales (clamped to [-20, 20]), ``min_r .. max_b`` of
+  the colours ``0.5 + SH_C0 * f_dc``;
+* ``vertex`` (uint32 each): ``packed_position`` and ``packed_scale`` (11, 10, 11 bits of the
+  position within its chunk's bounds), ``packed_rotation`` (2 bits: the index of the largest
+  quaternion component, made positive; 10 bits each for the other three, scaled by sqrt(2)/2 + 0.5),
+  ``packed_color`` (8 bits each: r, g, b within the chunk's colour bounds, then sigmoid(opacity));
+* ``sh`` (only with SH bands): uint8 ``f_rest_*``, trunc((f / 8 + 0.5) * 256) clamped to 0..255.
+
+It keeps every SH band, at 8 bits over [-4, 4]; positions to 1/2047 (1/1023 vertically) of their
+chunk's extent, hence the Gaussians sorted into Morton order first (as splat-transform does), so
+that a chunk is a small region.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SH_C0 = 0.28209479177387814
+CHUNK = 256  # Gaussians per chunk of a .compressed.ply
+CHUNK_PROPS = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
+               "min_scale_x", "min_scale_y", "min_scale_z", "max_scale_x", "max_scale_y", "max_scale_z",
+               "min_r", "min_g", "min_b", "max_r", "max_g", "max_b"]
+VERTEX_PROPS = ["packed_position", "packed_rotation", "packed_scale", "packed_color"]
+SH_BANDS_OF_REST = {0: 0, 9: 1, 24: 2, 45: 3}  # number of f_rest_* -> SH degree
+
+
+class SplatFormatError(ValueError):
+    """A splat file that cannot be read as its format says (truncated, inconsistent)."""
+
+
+# ------------------------------------------------------------------------------ helpers
+def is_compressed_ply(path: str) -> bool:
+    """A .ply whose header has a ``chunk`` element and ``packed_*`` vertex properties."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if not head.startswith(b"ply"):
+        return False
+    header = head.split(b"end_header")[0]
+    return b"element chunk" in header and b"packed_position" in header
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def morton_order(means: np.ndarray) -> np.ndarray:
+    """Indices sorting points along a 3D Morton (Z-order) curve of 10 bits per axis."""
+    lo, hi = means.min(0), means.max(0)
+    q = ((means - lo) / np.maximum(hi - lo, 1e-12) * 1023).astype(np.uint64).clip(0, 1023)
+
+    def spread(v):  # 10 bits -> every third bit of 30
+        v = (v | (v << np.uint64(16))) & np.uint64(0x030000FF)
+        v = (v | (v << np.uint64(8))) & np.uint64(0x0300F00F)
+        v = (v | (v << np.uint64(4))) & np.uint64(0x030C30C3)
+        v = (v | (v << np.uint64(2))) & np.uint64(0x09249249)
+        return v
+    code = spread(q[:, 0]) | (spread(q[:, 1]) << np.uint64(1)) | (spread(q[:, 2]) << np.uint64(2))
+    return np.argsort(code, kind="stable")
+
+
+def _unorm(v, bits):
+    t = (1 << bits) - 1
+    return np.clip(np.floor(v * t + 0.5), 0, t).astype(np.uint32)
+
+
+def _from_unorm(v, bits):
+    t = (1 << bits) - 1
+    return (v & t).astype(np.float64) / t
+
+
+def _normalise(x, lo, hi):
+    """splat-transform's normalize: 0 at or below lo, 1 at or above hi, 0 for a range under 1e-5."""
+    rng = hi - lo
+    out = np.where(rng < 1e-5, 0.0, (x - lo) / np.where(rng < 1e-5, 1.0, rng))
+    return np.where(x <= lo, 0.0, np.where(x >= hi, 1.0, out))
+
+
+def _pack_rotation(q: np.ndarray) -> np.ndarray:
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    largest = np.abs(q).argmax(1)
+    q = np.where(q[np.arange(len(q)), largest][:, None] < 0, -q, q)
+    out = largest.astype(np.uint32)
+    others = np.array([[i for i in range(4) if i != m] for m in range(4)])[largest]  # [N,3]
+    for j in range(3):  # the other three in order, 10 bits each
+        comp = q[np.arange(len(q)), others[:, j]]
+        out = (out << np.uint32(10)) | _unorm(comp * (math.sqrt(2) * 0.5) + 0.5, 10)
+    return out
+
+
+def _unpack_rotation(p: np.ndarray) -> np.ndarray:
+    norm = 1.0 / (math.sqrt(2) * 0.5)
+    a = (_from_unorm(p >> np.uint32(20), 10) - 0.5) * norm
+    b = (_from_unorm(p >> np.uint32(10), 10) - 0.5) * norm
+    c = (_from_unorm(p, 10) - 0.5) * norm
+    m = np.sqrt(np.maximum(0, 1 - (a * a + b * b + c * c)))
+    largest = (p >> np.uint32(30)).astype(np.int64)
+    q = np.zeros((len(p), 4))
+    others = np.array([[i for i in range(4) if i != k] for k in range(4)])[largest]
+    rows = np.arange(len(p))
+    q[rows, largest] = m
+    for j, v in enumerate((a, b, c)):
+        q[rows, others[:, j]] = v
+    return q
+
+
+def _pack_111011(x, y, z):
+    return (_unorm(x, 11) << np.uint32(21)) | (_unorm(y, 10) << np.uint32(11)) | _unorm(z, 11)
+
+
+def _unpack_111011(p):
+    return _from_unorm(p >> np.uint32(21), 11), _from_unorm(p >> np.uint32(11), 10), _from_unorm(p, 11)
+
+
+# ------------------------------------------------------------------ .compressed.ply
+def write_compressed_ply(params: dict, path: str):
+    """``params`` (module docstring) as a PlayCanvas .compressed.ply, Gaussians in Morton order."""
+    from io_utils import atomic_write
+
+    means = np.asarray(params["means"], np.float64)
+    n = len(means)
+    if n == 0:
+        raise SplatFormatError("no Gaussians to write")
+    order = morton_order(means)
+    means = means[order]
+    scales = np.asarray(params["scales"], np.float64)[order]
+    quats = np.asarray(params["quats"], np.float64)[order]
+    alpha = sigmoid(np.asarray(params["opacities"], np.float64)[order])
+    colour = np.asarray(params["sh0"], np.float64).reshape(n, 3)[order] * SH_C0 + 0.5
+    shN = np.asarray(params["shN"], np.float64)[order]
+    n_rest = shN.shape[1] * 3
+    if n_rest not in SH_BANDS_OF_REST:
+        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    chunk_of = np.arange(n) // CHUNK
+
+    def bounds(v, clamp=None):
+        lo = np.stack([v[chunk_of == c].min(0) for c in range(n_chunks)])
+        hi = np.stack([v[chunk_of == c].max(0) for c in range(n_chunks)])
+        if clamp is not None:
+            lo, hi = np.clip(lo, -clamp, clamp), np.clip(hi, -clamp, clamp)
+        return lo.astype(np.float32), hi.astype(np.float32)
+
+    (plo, phi), (slo, shi), (clo, chi) = bounds(means), bounds(scales, 20.0), bounds(colour)
+    chunk = np.concatenate([plo, phi, slo, shi, clo, chi], 1)
+
+    def rel(v, lo, hi):  # each value within its chunk's (float32) bounds
+        lo, hi = lo.astype(np.float64)[chunk_of], hi.astype(np.float64)[chunk_of]
+        return [_normalise(v[:, k], lo[:, k], hi[:, k]) for k in range(3)]
+
+    vertex = np.empty((n, 4), np.uint32)
+    vertex[:, 0] = _pack_111011(*rel(means, plo, phi))
+    vertex[:, 1] = _pack_rotation(quats)
+    vertex[:, 2] = _pack_111011(*rel(scales, slo, shi))
+    r, g, b = rel(colour, clo, chi)
+    vertex[:, 3] = ((_unorm(r, 8) << np.uint32(24)) | (_unorm(g, 8) << np.uint32(16)) | (_unorm(b, 8) << np.uint32(8))
+                    | _unorm(alpha, 8))
+    rest = shN.transpose(0, 2, 1).reshape(n, -1)  # f_rest_* order: channel-major, as the 3DGS .ply
+    sh = np.clip(np.trunc((rest / 8 + 0.5) * 256), 0, 255).astype(np.uint8)
+    header = ["ply", "format binary_little_endian 1.0", "comment Generated by dreamgaussian (splat_formats.py)",
+              f"element chunk {n_chunks}", *[f"property float {p}" for p in CHUNK_PROPS],
+              f"element vertex {n}", *[f"property uint {p}" for p in VERTEX_PROPS]]
+    if n_rest:
+        header += [f"element sh {n}", *[f"property uchar f_rest_{i}" for i in range(n_rest)]]
+    data = ("\n".join(header + ["end_header"]) + "\n").encode() + chunk.astype("<f4").tobytes() \
+        + vertex.astype("<u4").tobytes() + (sh.tobytes() if n_rest else b"")
+    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+
+
+def read_compressed_ply(path: str) -> dict:
+    """A PlayCanvas .compressed.ply as ``params`` (module docstring); a truncated or inconsistent
+    file is a one-line SplatFormatError."""
+    from plyfile import PlyData
+
+    try:
+        ply = PlyData.read(path)
+    except Exception as e:  # plyfile raises several exception types; a truncated body among them
+        raise SplatFormatError(f"{path}: not a readable compressed .ply (truncated or damaged: "
+                               f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})") from None
+    names = {el.name: el for el in ply.elements}
+    if "chunk" not in names or "vertex" not in names:
+        raise SplatFormatError(f"{path}: a compressed .ply needs 'chunk' and 'vertex' elements")
+    ch, v = names["chunk"].data, names["vertex"].data
+    missing = [p for p in CHUNK_PROPS[:12] if p not in ch.dtype.names] + \
+              [p for p in VERTEX_PROPS if p not in v.dtype.names]
+    if missing:
+        raise SplatFormatError(f"{path}: compressed .ply lacks {', '.join(missing)}")
+    n = len(v)
+    if n == 0:
+        raise SplatFormatError(f"{path}: the compressed .ply is empty (0 Gaussians)")
+    if len(ch) != (n + CHUNK - 1) // CHUNK:
+        raise SplatFormatError(f"{path}: {len(ch)} chunks for {n} Gaussians; a compressed .ply has one per {CHUNK} "
+                               f"({(n + CHUNK - 1) // CHUNK})")
+    c = np.arange(n) // CHUNK
+    col = lambda a: np.asarray(ch[a], np.float64)[c]  # noqa: E731
+    lerp = lambda lo, hi, t: lo * (1 - t) + hi * t  # noqa: E731
+    pp, pr, ps, pc = (np.asarray(v[p], np.uint32) for p in VERTEX_PROPS)
+    tx, ty, tz = _unpack_111011(pp)
+    means = np.stack([lerp(col("min_x"), col("max_x"), tx), lerp(col("min_y"), col("max_y"), ty),
+                      lerp(col("min_z"), col("max_z"), tz)], 1)
+    sx, sy, sz = _unpack_111011(ps)
+    scales = np.stack([lerp(col("min_scale_x"), col("max_scale_x"), sx),
+                       lerp(col("min_scale_y"), col("max_scale_y"), sy),
+                       lerp(col("min_scale_z"), col("max_scale_z"), sz)], 1)
+    cr, cg, cb = (_from_unorm(pc >> np.uint32(s), 8) for s in (24, 16, 8))
+    if "min_r" in ch.dtype.names:
+        cr, cg, cb = (lerp(col(f"min_{k}"), col(f"max_{k}"), t) for k, t in zip("rgb", (cr, cg, cb)))
+    alpha = np.clip(_from_unorm(pc, 8), 0.5 / 255, 1 - 0.5 / 255)
+    sh0 = (np.stack([cr, cg, cb], 1) - 0.5) / SH_C0
+    n_rest = 0
+    shN = np.zeros((n, 0, 3))
+    if "sh" in names:
+        s = names["sh"].data
+        n_rest = len(s.dtype.names)
+        if n_rest not in SH_BANDS_OF_REST or len(s) != n:
+            raise SplatFormatError(f"{path}: the 'sh' element has {n_rest} properties x {len(s)} rows; expected "
+                                   f"9, 24 or 45 x {n}")
+        raw = np.stack([np.asarray(s[f"f_rest_{i}"], np.float64) for i in range(n_rest)], 1)
+        nrm = np.where(raw == 0, 0.0, np.where(raw == 255, 1.0, (raw + 0.5) / 256))
+        shN = ((nrm - 0.5) * 8).reshape(n, 3, -1).transpose(0, 2, 1)
+    out = {"means": means, "scales": scales, "quats": _unpack_rotation(pr), "opacities": np.log(alpha / (1 - alpha)),
+           "sh0": sh0[:, None, :], "shN": shN}
+    out = {k: np.ascontiguousarray(a, dtype=np.float32) for k, a in out.items()}
+    if not all(np.isfinite(a).all() for a in out.values()):
+        raise SplatFormatError(f"{path}: non-finite values in the compressed .ply's chunk bounds")
+    out["sh_degree"] = SH_BANDS_OF_REST[n_rest]
+    return out

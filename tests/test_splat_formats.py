@@ -1,0 +1,127 @@
+"""Splat files as other tools write them, checked against @playcanvas/splat-transform, the formats'
+reference implementation: its files (tests/data/splats, written by splat-transform 3.7.0 from
+source.ply) decode to the Gaussians it was given, and it reads ours back to the same Gaussians
+(where npm installed it into tools/, as .ci/run does; skipped with a message elsewhere)."""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from gaussians import GaussianModel
+from helpers import ROOT, cli, make_gaussians
+
+DATA = os.path.join(ROOT, "tests", "data", "splats")
+SOURCE = os.path.join(DATA, "source.ply")  # 300 Gaussians, SH degree 1 (helpers.make_gaussians(300, seed=7, sh_degree=1))
+SPLAT_TRANSFORM = os.path.join(ROOT, "tools", "node_modules", ".bin", "splat-transform")
+
+
+def splat_transform(*args):
+    """Run the reference implementation (npm install --prefix tools @playcanvas/splat-transform@3.7.0)."""
+    if not (os.path.isfile(SPLAT_TRANSFORM) and shutil.which("node")):
+        pytest.skip("splat-transform not installed (npm install --prefix tools @playcanvas/splat-transform@3.7.0)")
+    r = subprocess.run([SPLAT_TRANSFORM, "-w", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def matched(decoded: dict, original: dict):
+    """``original`` reordered to ``decoded``'s Gaussians (writers reorder them: Morton order), by position."""
+    d = torch.cdist(torch.from_numpy(decoded["means"]).double(), torch.from_numpy(original["means"]).double())
+    idx = d.argmin(1).numpy()
+    assert len(set(idx.tolist())) == len(idx), "positions do not match one to one"
+    return {k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in original.items()}
+
+
+def unit(q):
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return q
+
+
+def assert_within_quantisation(dec: dict, orig: dict, extent: float):
+    """The compressed PLY's quantisation: positions to 1/1023 of a chunk's extent, log scales to 1/1023
+    of theirs, colours and opacity to 8 bits, rotations to 10 bits, SH rest to 8 bits over [-4, 4]."""
+    o = matched(dec, orig)
+    assert np.abs(dec["means"] - o["means"]).max() <= extent / 1023 + 1e-6
+    assert np.abs(dec["scales"] - o["scales"]).max() <= 0.01
+    rgb = lambda a: 0.5 + 0.28209479 * a["sh0"]  # noqa: E731
+    assert np.abs(rgb(dec) - rgb(o)).max() <= 1 / 255 + 1e-6
+    alpha = lambda a: 1 / (1 + np.exp(-a["opacities"]))  # noqa: E731
+    assert np.abs(alpha(dec) - alpha(o)).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(np.abs((unit(dec["quats"]) * unit(o["quats"])).sum(1)) - 1).max() < 1e-5
+    assert np.abs(dec["shN"] - o["shN"]).max() <= 8 / 256 + 1e-6
+    assert dec["sh_degree"] == o["sh_degree"]
+
+
+def test_splat_transform_compressed_ply_decodes_to_its_source():
+    """The committed file splat-transform wrote from source.ply reads, by its content, as the
+    Gaussians of source.ply within the format's quantisation."""
+    src = GaussianModel.load(SOURCE).arrays()
+    dec = GaussianModel.load(os.path.join(DATA, "st.compressed.ply")).arrays()
+    assert len(dec["means"]) == 300
+    assert_within_quantisation(dec, src, float((src["means"].max(0) - src["means"].min(0)).max()))
+
+
+def test_our_compressed_ply_round_trips_and_is_found_by_content(tmp_path):
+    src = GaussianModel.load(SOURCE)
+    src.save(str(tmp_path / "a.compressed.ply"))
+    shutil.copy(tmp_path / "a.compressed.ply", tmp_path / "renamed.ply")  # a .ply name: told apart by content
+    for name in ("a.compressed.ply", "renamed.ply"):
+        dec = GaussianModel.load(str(tmp_path / name)).arrays()
+        a = src.arrays()
+        assert_within_quantisation(dec, a, float((a["means"].max(0) - a["means"].min(0)).max()))
+    # SH degree 0 writes no 'sh' element, degree 3 all 45 rest coefficients
+    for deg in (0, 3):
+        g = make_gaussians(n=40, seed=deg, sh_degree=deg)
+        g.save(str(tmp_path / f"d{deg}.compressed.ply"))
+        back = GaussianModel.load(str(tmp_path / f"d{deg}.compressed.ply"))
+        assert back.sh_degree == deg and len(back) == 40
+
+
+def test_splat_transform_reads_our_compressed_ply_as_we_do(tmp_path):
+    """The reference decodes our file to exactly what our reader decodes (same file, same order)."""
+    GaussianModel.load(SOURCE).save(str(tmp_path / "ours.compressed.ply"))
+    splat_transform(str(tmp_path / "ours.compressed.ply"), str(tmp_path / "theirs.ply"))
+    ours = GaussianModel.load(str(tmp_path / "ours.compressed.ply")).arrays()
+    theirs = GaussianModel.load(str(tmp_path / "theirs.ply")).arrays()
+    for k in ("means", "scales", "opacities", "sh0", "shN"):
+        np.testing.assert_allclose(ours[k], theirs[k], atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(np.abs((unit(ours["quats"]) * unit(theirs["quats"])).sum(1)), 1, atol=1e-5)
+
+
+def test_damaged_compressed_ply_is_a_one_line_error(tmp_path):
+    data = open(os.path.join(DATA, "st.compressed.ply"), "rb").read()
+    (tmp_path / "cut.compressed.ply").write_bytes(data[:len(data) // 2])
+    head = data[:data.index(b"end_header")]
+    (tmp_path / "bad.compressed.ply").write_bytes(head.replace(b"element chunk 2", b"element chunk 1")
+                                                  + data[len(head):-72])  # one chunk row fewer, same body
+    for name, words in (("cut.compressed.ply", "truncated or damaged"), ("bad.compressed.ply", "chunks for 300")):
+        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
+        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not os.path.exists(tmp_path / "x.ply")
+
+
+def test_convert_splat_writes_by_the_destination_and_refuses_what_it_cannot(tmp_path):
+    r = cli("scripts/convert_splat.py", SOURCE, "--out", str(tmp_path / "a.compressed.ply"))
+    assert r.returncode == 0, r.stderr
+    assert b"packed_position" in open(tmp_path / "a.compressed.ply", "rb").read(2000)
+    r = cli("scripts/convert_splat.py", str(tmp_path / "a.compressed.ply"), "--out", str(tmp_path / "b.splat"))
+    assert r.returncode == 0 and len(GaussianModel.load(str(tmp_path / "b.splat"))) == 300, r.stderr
+    r = cli("scripts/convert_splat.py", SOURCE, "--out", str(tmp_path / "a.xyz"))
+    assert r.returncode == 2 and "cannot write" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not os.path.exists(tmp_path / "a.xyz")
+
+
+def test_recon_and_viewer_take_a_compressed_ply_as_gaussians(tmp_path):
+    """Wherever a Gaussian file is read: recon's input= (rendered with the Gaussian renderer),
+    the viewer's file type check."""
+    from config import load_config
+    from views import is_gaussian_ply, load_views
+
+    path = os.path.join(DATA, "st.compressed.ply")
+    assert is_gaussian_ply(path)
+    cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"), [f"input={path}", "save_path=x", "recon_num_views=2",
+                                                                    "ref_size=32"])
+    views = load_views(path, cfg, "cpu")
+    assert len(views) == 2 and float(views.masks.max()) > 0.5
