@@ -359,29 +359,34 @@ class GaussianModel:
         return out
 
     # file name endings -> format; checked longest first (.compressed.ply before .ply)
-    WRITABLE = (".compressed.ply", ".ply", ".splat")
+    WRITABLE = (".compressed.ply", ".ply", ".splat", ".spz")
 
     @classmethod
     def load(cls, path: str, device="cpu") -> "GaussianModel":
         """A .ply (the standard 3DGS layout, or PlayCanvas's compressed one, told apart by its
-        content) or a .splat."""
-        from splat_formats import is_compressed_ply, read_compressed_ply
+        content), a .splat or a Niantic .spz (also told by its content)."""
+        from splat_formats import is_compressed_ply, is_spz, read_compressed_ply, read_spz
 
         if path.lower().endswith(".splat"):
             return cls.load_splat(path, device=device)
+        if path.lower().endswith(".spz") or is_spz(path):
+            require_file(path, "Gaussian .spz")
+            return cls.from_arrays(read_spz(path), device)
         require_file(path, "Gaussian .ply")
         if is_compressed_ply(path):
             return cls.from_arrays(read_compressed_ply(path), device)
         return cls.load_ply(path, device=device)
 
     def save(self, path: str):
-        """Write by the file name's ending: .compressed.ply, .ply (standard 3DGS) or .splat; any
+        """Write by the file name's ending: .compressed.ply, .ply (standard 3DGS), .splat or .spz; any
         other ending is a one-line ValueError (never a file in another format under that name)."""
-        from splat_formats import write_compressed_ply
+        from splat_formats import write_compressed_ply, write_spz
 
         low = path.lower()
         if low.endswith(".compressed.ply"):
             write_compressed_ply(self.arrays(), path)
+        elif low.endswith(".spz"):
+            write_spz(self.arrays(), path)
         elif low.endswith(".ply"):
             self.save_ply(path)
         elif low.endswith(".splat"):

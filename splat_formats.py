@@ -1,4 +1,4 @@
-"""Gaussian splat files other tools write: PlayCanvas / SuperSplat ``.compressed.ply``.
+"""Gaussian splat files other tools write: PlayCanvas / SuperSplat ``.compressed.ply`` and Niantic's ``.spz``.
 
 Every codec here works on the raw 3DGS parameters as ``gaussians.GaussianModel`` keeps them, as a
 dict of numpy arrays: ``means`` [N,3], ``scales`` [N,3] (log), ``quats`` [N,4] (w, x, y, z as the
@@ -52,6 +52,17 @@ def is_compressed_ply(path: str) -> bool:
         return False
     header = head.split(b"end_header")[0]
     return b"element chunk" in header and b"packed_position" in header
+
+
+def is_spz(path: str) -> bool:
+    """A Niantic .spz: the 'NGSP' header (version 4), or a gzip stream (versions 2 and 3) whose
+    name says .spz."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head == b"NGSP" or (head[:2] == b"\x1f\x8b" and path.lower().endswith(".spz"))
 
 
 def sigmoid(x):
@@ -239,3 +250,175 @@ def read_compressed_ply(path: str) -> dict:
         raise SplatFormatError(f"{path}: non-finite values in the compressed .ply's chunk bounds")
     out["sh_degree"] = SH_BANDS_OF_REST[n_rest]
     return out
+
+
+# ----------------------------------------------------------------------------------- .spz
+# Niantic's .spz, as @playcanvas/splat-transform 3.7.0 reads and writes it (its readSpz / writeSpz,
+# the writer being Niantic's own packer built to WebAssembly): little-endian; version 4 (what it
+# writes) is a 32-byte header (u32 magic 'NGSP' 0x5053474e, u32 version, u32 count, u8 SH degree,
+# u8 fractional bits, u8 flags (1: antialiased), u8 number of streams, u32 offset of the table of
+# streams, zeros), the table (u64 compressed and u64 uncompressed size per stream) and a zstd frame
+# per stream; versions 2 and 3 are one gzip stream holding a 16-byte header and the streams
+# uncompressed. The streams: positions (3 x signed 24-bit fixed point, 12 fractional bits),
+# alphas (u8 sigmoid(opacity) * 255), colours (u8 f_dc * 0.15 * 255 + 127.5), scales (u8 (log
+# scale + 10) * 16), rotations (version 2: x, y, z as u8 (q * 127.5 + 127.5) with w >= 0; 3 and 4:
+# smallest three, a u32 of the largest component's index (2 bits) and the other three as sign +
+# 9-bit magnitude / sqrt(1/2)), and SH rest (u8 round(f * 128) + 128, coefficient-major with r, g,
+# b inner, degree-1 coefficients to 5 bits and the rest to 4). Coordinates are stored as they are,
+# in the .ply's own frame, as splat-transform does (it packs with the format's UNSPECIFIED
+# coordinate system, so no axis is flipped).
+SPZ_MAGIC = 0x5053474E
+SPZ_COLOR_SCALE = 0.15
+SPZ_SH_COEFFS = {0: 0, 1: 3, 2: 8, 3: 15}
+
+
+def _spz_streams(data: bytes, path: str) -> tuple:
+    """(header fields, [positions, alphas, colours, scales, rotations, sh] raw bytes)."""
+    import gzip
+    import struct
+
+    if data[:2] == b"\x1f\x8b":  # versions 2 and 3: one gzip stream
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise SplatFormatError(f"{path}: the .spz's gzip stream is damaged or truncated ({e})") from None
+    if len(data) < 16 or struct.unpack_from("<I", data)[0] != SPZ_MAGIC:
+        raise SplatFormatError(f"{path}: not a .spz file (no 'NGSP' header)")
+    version, n, degree, frac, flags, n_streams = struct.unpack_from("<IIBBBB", data, 4)
+    if version not in (2, 3, 4):
+        raise SplatFormatError(f"{path}: .spz version {version} is not supported (2, 3 and 4 are)")
+    if degree not in SPZ_SH_COEFFS:
+        raise SplatFormatError(f"{path}: .spz SH degree {degree} is not supported (0 to 3)")
+    if n == 0:
+        raise SplatFormatError(f"{path}: the .spz is empty (0 Gaussians)")
+    k = SPZ_SH_COEFFS[degree] * 3
+    sizes = [n * 9, n, n * 3, n * 3, n * (3 if version == 2 else 4), n * k]
+    if version == 4:
+        import zstandard
+
+        if len(data) < 32:
+            raise SplatFormatError(f"{path}: the .spz is truncated (header)")
+        toc = struct.unpack_from("<I", data, 16)[0]
+        expected = 6 if degree else 5
+        if n_streams != expected or toc < 32 or toc + 16 * n_streams > len(data):
+            raise SplatFormatError(f"{path}: inconsistent .spz header ({n_streams} streams at byte {toc}; expected "
+                                   f"{expected})")
+        streams, offset = [], toc + 16 * n_streams
+        for i in range(n_streams):
+            comp, raw = struct.unpack_from("<QQ", data, toc + 16 * i)
+            if raw != sizes[i] or offset + comp > len(data):
+                raise SplatFormatError(f"{path}: the .spz is truncated or inconsistent (stream {i}: {comp} bytes "
+                                       f"for {raw}, {sizes[i]} expected)")
+            try:
+                out = zstandard.ZstdDecompressor().decompress(data[offset:offset + comp], max_output_size=raw)
+            except zstandard.ZstdError as e:
+                raise SplatFormatError(f"{path}: .spz stream {i} does not decode ({e})") from None
+            if len(out) != raw:
+                raise SplatFormatError(f"{path}: .spz stream {i} decodes to {len(out)} bytes, not {raw}")
+            streams.append(out)
+            offset += comp
+        if not degree:
+            streams.append(b"")
+    else:
+        if flags & 0x2:
+            raise SplatFormatError(f"{path}: this .spz carries extensions, which are not read here")
+        if len(data) < 16 + sum(sizes):
+            raise SplatFormatError(f"{path}: the .spz is truncated ({len(data)} bytes, {16 + sum(sizes)} needed)")
+        streams, offset = [], 16
+        for s in sizes:
+            streams.append(data[offset:offset + s])
+            offset += s
+    return (version, n, degree, frac, flags), streams
+
+
+def read_spz(path: str) -> dict:
+    """A Niantic .spz (versions 2-4) as ``params`` (module docstring)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    (version, n, degree, frac, _), (pos, alpha, col, scale, rot, sh) = _spz_streams(data, path)
+    b = np.frombuffer(pos, np.uint8).reshape(n, 3, 3).astype(np.int32)
+    fixed = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+    fixed = np.where(fixed & 0x800000, fixed - (1 << 24), fixed)
+    means = fixed.astype(np.float64) / (1 << frac)
+    a = np.clip(np.frombuffer(alpha, np.uint8) / 255.0, 1e-6, 1 - 1e-6)
+    sh0 = (np.frombuffer(col, np.uint8).reshape(n, 3) / 255.0 - 0.5) / SPZ_COLOR_SCALE
+    scales = np.frombuffer(scale, np.uint8).reshape(n, 3) / 16.0 - 10.0
+    if version == 2:
+        xyz = np.frombuffer(rot, np.uint8).reshape(n, 3) / 127.5 - 1.0
+        w = np.sqrt(np.maximum(0, 1 - (xyz ** 2).sum(1)))
+        quats = np.concatenate([w[:, None], xyz], 1)
+    else:
+        comp = np.frombuffer(rot, "<u4").astype(np.int64)
+        largest = comp >> 30
+        xyzw = np.zeros((n, 4))
+        rest = comp.copy()
+        total = np.zeros(n)
+        for i in (3, 2, 1, 0):  # the last packed component sits in the lowest bits
+            here = largest != i
+            mag, neg = rest & 511, (rest >> 9) & 1
+            v = math.sqrt(0.5) * mag / 511 * np.where(neg == 1, -1, 1)
+            xyzw[here, i] = v[here]
+            total += np.where(here, v * v, 0)
+            rest = np.where(here, rest >> 10, rest)
+        xyzw[np.arange(n), largest] = np.sqrt(np.maximum(0, 1 - total))
+        quats = xyzw[:, [3, 0, 1, 2]]
+    k = SPZ_SH_COEFFS[degree]
+    shN = ((np.frombuffer(sh, np.uint8).astype(np.float64) - 128) / 128).reshape(n, k, 3)
+    out = {"means": means, "scales": scales, "quats": quats, "opacities": np.log(a / (1 - a)), "sh0": sh0[:, None, :],
+           "shN": shN}
+    out = {key: np.ascontiguousarray(v, dtype=np.float32) for key, v in out.items()}
+    out["sh_degree"] = degree
+    return out
+
+
+def write_spz(params: dict, path: str, antialiased: bool = False):
+    """``params`` as a version-4 .spz (as splat-transform writes it: module docstring)."""
+    import struct
+
+    import zstandard
+
+    from io_utils import atomic_write
+
+    means = np.asarray(params["means"], np.float64)
+    n = len(means)
+    if n == 0:
+        raise SplatFormatError("no Gaussians to write")
+    shN = np.asarray(params["shN"], np.float64)
+    degree = {v: d for d, v in SPZ_SH_COEFFS.items()}.get(shN.shape[1])
+    if degree is None:
+        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
+    frac = 12
+    fixed = np.round(means * (1 << frac)).astype(np.int64)
+    if np.abs(fixed).max() >= 1 << 23:
+        raise SplatFormatError(f"positions beyond +-{(1 << 23) / (1 << frac):g} do not fit the .spz's 24-bit fixed point")
+    fixed &= 0xFFFFFF
+    pos = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, (fixed >> 16) & 0xFF], -1).astype(np.uint8)
+    u8 = lambda x: np.clip(np.round(x), 0, 255).astype(np.uint8)  # noqa: E731
+    alpha = u8(sigmoid(np.asarray(params["opacities"], np.float64)) * 255)
+    col = u8(np.asarray(params["sh0"], np.float64).reshape(n, 3) * (SPZ_COLOR_SCALE * 255) + 127.5)
+    scale = u8((np.asarray(params["scales"], np.float64) + 10) * 16)
+    q = np.asarray(params["quats"], np.float64)[:, [1, 2, 3, 0]]  # wxyz -> xyzw
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    largest = np.abs(q).argmax(1)
+    negate = q[np.arange(n), largest] < 0
+    comp = largest.astype(np.uint64)
+    for i in range(4):
+        here = largest != i
+        negbit = ((q[:, i] < 0) ^ negate).astype(np.uint64)
+        mag = np.floor(511 * np.abs(q[:, i]) / math.sqrt(0.5) + 0.5).astype(np.uint64)
+        comp = np.where(here, (comp << np.uint64(10)) | (negbit << np.uint64(9)) | mag, comp)
+    rot = comp.astype("<u4")
+    sh = np.zeros((n, shN.shape[1], 3), np.uint8)
+    for j in range(shN.shape[1]):  # degree-1 coefficients to 5 bits, the rest to 4 (buckets of 8 and 16)
+        bucket = 8 if j < 3 else 16
+        v = np.round(shN[:, j] * 128) + 128
+        sh[:, j] = np.clip((v + bucket // 2) // bucket * bucket, 0, 255).astype(np.uint8)
+    streams = [pos.tobytes(), alpha.tobytes(), col.tobytes(), scale.tobytes(), rot.tobytes()]
+    if degree:
+        streams.append(sh.tobytes())
+    cctx = zstandard.ZstdCompressor(level=12)
+    packed = [cctx.compress(s) for s in streams]
+    header = struct.pack("<IIIBBBBI", SPZ_MAGIC, 4, n, degree, frac, 1 if antialiased else 0, len(streams), 32) + bytes(12)
+    toc = b"".join(struct.pack("<QQ", len(p), len(s)) for p, s in zip(packed, streams))
+    data = header + toc + b"".join(packed)
+    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
