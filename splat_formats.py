@@ -1,4 +1,5 @@
-"""Gaussian splat files other tools write: PlayCanvas / SuperSplat ``.compressed.ply`` and Niantic's ``.spz``.
+"""Gaussian splat files other tools write: PlayCanvas / SuperSplat ``.compressed.ply`` and ``.sog``,
+Niantic's ``.spz``.
 
 Every codec here works on the raw 3DGS parameters as ``gaussians.GaussianModel`` keeps them, as a
 dict of numpy arrays: ``means`` [N,3], ``scales`` [N,3] (log), ``quats`` [N,4] (w, x, y, z as the
@@ -422,3 +423,256 @@ def write_spz(params: dict, path: str, antialiased: bool = False):
     toc = b"".join(struct.pack("<QQ", len(p), len(s)) for p, s in zip(packed, streams))
     data = header + toc + b"".join(packed)
     atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+
+
+# ----------------------------------------------------------------------------------- .sog
+# PlayCanvas's SOG (version 2, as @playcanvas/splat-transform 3.7.0 reads and writes it): a zip of
+# meta.json and lossless WebP images, one texel per Gaussian (texture width ceil(sqrt(N) / 4) * 4,
+# height ceil(N / width / 4) * 4, Gaussians in Morton order):
+#   means_l / means_u  low and high bytes of 16-bit positions, each axis mapped linearly between
+#                      meta.means.mins and maxs of sign(x) * ln(|x| + 1);
+#   quats              smallest three: the other three components * sqrt(2) (the largest made
+#                      positive) as 255 * (v * 0.5 + 0.5), alpha 252 + the largest's index (w, x,
+#                      y, z order);
+#   scales             r, g, b: indices into meta.scales.codebook (256 log scales shared by axes);
+#   sh0                r, g, b: indices into meta.sh0.codebook (256 f_dc values), alpha
+#                      sigmoid(opacity) * 255;
+#   shN (SH bands)     shN_labels: a 16-bit palette index (r low, g high); shN_centroids: 64
+#                      palette entries per row, each shCoeffs texels whose r, g, b index
+#                      meta.shN.codebook (256 values), meta.shN.count entries, meta.shN.bands.
+# Byte values are truncated, as the reference's Uint8Array stores are. Codebooks here are 1D
+# k-means (the reference uses an optimal 1D quantiser: any 256 ascending values decode the same
+# way) and the SH palette k-means on the coefficient vectors.
+SOG_SH_COEFFS = [0, 3, 8, 15]
+
+
+def is_sog(path: str) -> bool:
+    """A zip (SOG bundle) whose entries include meta.json."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "meta.json" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _kmeans1d(values: np.ndarray, k: int = 256, iters: int = 20) -> tuple:
+    """(ascending codebook [k], labels uint8) of 1D values by Lloyd's algorithm from quantiles."""
+    v = np.asarray(values, np.float64).ravel()
+    centres = np.unique(np.quantile(v, (np.arange(k) + 0.5) / k))
+    for _ in range(iters):
+        edges = (centres[1:] + centres[:-1]) / 2
+        lab = np.searchsorted(edges, v)
+        sums = np.bincount(lab, v, len(centres))
+        cnt = np.bincount(lab, None, len(centres))
+        new = np.where(cnt > 0, sums / np.maximum(cnt, 1), centres)
+        new = np.unique(new)
+        if len(new) == len(centres) and np.allclose(new, centres):
+            break
+        centres = new
+    edges = (centres[1:] + centres[:-1]) / 2
+    code = np.zeros(k)
+    code[:len(centres)] = centres
+    code[len(centres):] = centres[-1]
+    return code, np.searchsorted(edges, v).astype(np.uint8).reshape(np.shape(values))
+
+
+def _kmeans(x: np.ndarray, k: int, iters: int = 10, seed: int = 0) -> tuple:
+    """(centroids [k,D], labels [N]) of vectors ``x`` [N,D]: Lloyd's algorithm from a random subset."""
+    import torch
+
+    t = torch.from_numpy(np.asarray(x, np.float32))
+    k = min(k, len(t))
+    g = torch.Generator().manual_seed(seed)
+    c = t[torch.randperm(len(t), generator=g)[:k]].clone()
+    lab = torch.zeros(len(t), dtype=torch.long)
+    for _ in range(iters):
+        lab = torch.cat([torch.cdist(part, c).argmin(1) for part in t.split(8192)])
+        sums = torch.zeros_like(c).index_add_(0, lab, t)
+        cnt = torch.bincount(lab, minlength=k).float()[:, None]
+        c = torch.where(cnt > 0, sums / cnt.clamp(min=1), c)
+    lab = torch.cat([torch.cdist(part, c).argmin(1) for part in t.split(8192)])
+    return c.numpy(), lab.numpy()
+
+
+def _webp(rgba: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "WEBP", lossless=True, quality=100, exact=True)
+    return buf.getvalue()
+
+
+def _unwebp(data: bytes, name: str, path: str) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    try:
+        im = Image.open(io.BytesIO(data))
+        return np.asarray(im.convert("RGBA"))
+    except Exception as e:
+        raise SplatFormatError(f"{path}: the SOG's {name} is not a readable WebP image ({type(e).__name__})") from None
+
+
+def write_sog(params: dict, path: str):
+    """``params`` as a bundled SOG (.sog: module docstring's layout, meta.json version 2)."""
+    import io
+    import json
+    import zipfile
+
+    from io_utils import atomic_write
+
+    means = np.asarray(params["means"], np.float64)
+    n = len(means)
+    if n == 0:
+        raise SplatFormatError("no Gaussians to write")
+    shN = np.asarray(params["shN"], np.float64)
+    bands = {c: b for b, c in enumerate(SOG_SH_COEFFS)}.get(shN.shape[1])
+    if bands is None:
+        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
+    width = int(math.ceil(math.sqrt(n) / 4) * 4)
+    height = int(math.ceil(n / width / 4) * 4)
+    order = morton_order(means)
+
+    def texture(channels: list) -> np.ndarray:  # per-Gaussian bytes -> an RGBA texture in Morton order
+        img = np.zeros((width * height, 4), np.uint8)
+        img[:, 3] = 255
+        for c, v in enumerate(channels):
+            img[:n, c] = np.asarray(v)[order]
+        return img.reshape(height, width, 4)
+
+    files = {}
+    lt = np.sign(means) * np.log(np.abs(means) + 1)
+    lo, hi = lt.min(0), lt.max(0)
+    q16 = np.trunc(65535 * (lt - lo) / np.where(hi > lo, hi - lo, 1)).astype(np.int64).clip(0, 65535)
+    files["means_l.webp"] = texture([q16[:, a] & 0xFF for a in range(3)])
+    files["means_u.webp"] = texture([(q16[:, a] >> 8) & 0xFF for a in range(3)])
+    q = np.asarray(params["quats"], np.float64)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    largest = np.abs(q).argmax(1)
+    q = q * (np.where(q[np.arange(n), largest] < 0, -1.0, 1.0) * math.sqrt(2))[:, None]
+    others = np.array([[i for i in range(4) if i != m] for m in range(4)])[largest]
+    qb = [np.trunc(255 * (q[np.arange(n), others[:, j]] * 0.5 + 0.5)).clip(0, 255).astype(np.uint8) for j in range(3)]
+    files["quats.webp"] = texture(qb + [(252 + largest).astype(np.uint8)])
+    s_code, s_lab = _kmeans1d(np.asarray(params["scales"], np.float64))
+    files["scales.webp"] = texture([s_lab[:, a] for a in range(3)])
+    c_code, c_lab = _kmeans1d(np.asarray(params["sh0"], np.float64).reshape(n, 3))
+    alpha = np.trunc(np.clip(sigmoid(np.asarray(params["opacities"], np.float64)) * 255, 0, 255)).astype(np.uint8)
+    files["sh0.webp"] = texture([c_lab[:, a] for a in range(3)] + [alpha])
+    meta = {"version": 2, "asset": {"generator": "dreamgaussian splat_formats.py"}, "count": n,
+            "means": {"mins": lo.tolist(), "maxs": hi.tolist(), "files": ["means_l.webp", "means_u.webp"]},
+            "scales": {"codebook": s_code.tolist(), "files": ["scales.webp"]}, "quats": {"files": ["quats.webp"]},
+            "sh0": {"codebook": c_code.tolist(), "files": ["sh0.webp"]}}
+    if bands:
+        k = SOG_SH_COEFFS[bands]
+        rest = shN.transpose(0, 2, 1).reshape(n, 3 * k)  # channel-major, as f_rest
+        palette = min(64, 2 ** math.floor(math.log2(n / 1024))) * 1024 if n >= 1024 else min(n, 256)
+        centroids, labels = _kmeans(rest, palette)
+        m = len(centroids)
+        sh_code, sh_lab = _kmeans1d(centroids)  # [m, 3k] codebook indices
+        cen = np.zeros((int(math.ceil(m / 64)) * 64 * k, 4), np.uint8)
+        cen[:, 3] = 255
+        for j in range(k):
+            for ch in range(3):
+                cen[np.arange(m) * k + j, ch] = sh_lab[:, ch * k + j]
+        files["shN_centroids.webp"] = cen.reshape(int(math.ceil(m / 64)), 64 * k, 4)
+        files["shN_labels.webp"] = texture([labels & 0xFF, (labels >> 8) & 0xFF, np.zeros(n, np.uint8)])
+        meta["shN"] = {"count": m, "bands": bands, "codebook": sh_code.tolist(),
+                       "files": ["shN_centroids.webp", "shN_labels.webp"]}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, img in files.items():
+            z.writestr(name, _webp(np.ascontiguousarray(img)))
+        z.writestr("meta.json", json.dumps(meta))
+    data = buf.getvalue()
+    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+
+
+def read_sog(path: str) -> dict:
+    """A bundled SOG (.sog; meta.json version 2) as ``params`` (module docstring)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = {name: z.read(name) for name in z.namelist()}
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise SplatFormatError(f"{path}: not a readable SOG bundle (zip: {e})") from None
+    if "meta.json" not in entries:
+        raise SplatFormatError(f"{path}: the SOG bundle has no meta.json")
+    try:
+        meta = json.loads(entries["meta.json"])
+        n = int(meta["count"])
+        if meta.get("version") != 2:
+            raise SplatFormatError(f"{path}: SOG meta.json version {meta.get('version')} is not read here (2 is)")
+        need = [meta["means"]["files"][0], meta["means"]["files"][1], meta["quats"]["files"][0],
+                meta["scales"]["files"][0], meta["sh0"]["files"][0]]
+        s_code = np.asarray(meta["scales"]["codebook"], np.float64)
+        c_code = np.asarray(meta["sh0"]["codebook"], np.float64)
+        lo, hi = np.asarray(meta["means"]["mins"], np.float64), np.asarray(meta["means"]["maxs"], np.float64)
+    except SplatFormatError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise SplatFormatError(f"{path}: the SOG's meta.json is incomplete ({type(e).__name__}: {e})") from None
+    missing = [f for f in need if f not in entries]
+    if missing:
+        raise SplatFormatError(f"{path}: the SOG bundle lacks {', '.join(missing)}")
+    if n <= 0:
+        raise SplatFormatError(f"{path}: the SOG is empty (0 Gaussians)")
+    if len(s_code) != 256 or len(c_code) != 256 or lo.shape != (3,) or hi.shape != (3,):
+        raise SplatFormatError(f"{path}: the SOG's codebooks or bounds have the wrong size")
+
+    def pixels(name):
+        img = _unwebp(entries[name], name, path).reshape(-1, 4)
+        if len(img) < n:
+            raise SplatFormatError(f"{path}: the SOG's {name} has {len(img)} texels for {n} Gaussians")
+        return img[:n].astype(np.int64)
+
+    ml, mu, qt, sc, c0 = (pixels(f) for f in need)
+    v = (ml[:, :3] | (mu[:, :3] << 8)) / 65535.0
+    t = lo + np.where(hi - lo != 0, hi - lo, 1) * v
+    means = np.sign(t) * (np.exp(np.abs(t)) - 1)
+    tag = qt[:, 3]
+    largest = np.clip(tag - 252, 0, 3)
+    abc = (qt[:, :3] / 255 * 2 - 1) / math.sqrt(2)
+    quats = np.zeros((n, 4))
+    others = np.array([[i for i in range(4) if i != m] for m in range(4)])[largest]
+    rows = np.arange(n)
+    for j in range(3):
+        quats[rows, others[:, j]] = abc[:, j]
+    quats[rows, largest] = np.sqrt(np.maximum(0, 1 - (abc ** 2).sum(1)))
+    bad = (tag < 252) | (tag > 255)
+    quats[bad] = (1, 0, 0, 0)
+    a = np.clip(c0[:, 3] / 255, 1e-6, 1 - 1e-6)
+    out = {"means": means, "scales": s_code[sc[:, :3]], "quats": quats, "opacities": np.log(a / (1 - a)),
+           "sh0": c_code[c0[:, :3]][:, None, :], "shN": np.zeros((n, 0, 3))}
+    bands = 0
+    if meta.get("shN") and SOG_SH_COEFFS[int(meta["shN"].get("bands", 0))] > 0:
+        sh = meta["shN"]
+        bands = int(sh["bands"])
+        k = SOG_SH_COEFFS[bands]
+        files = sh.get("files", [])
+        if len(files) < 2 or any(f not in entries for f in files[:2]):
+            raise SplatFormatError(f"{path}: the SOG bundle lacks its shN textures")
+        code = np.asarray(sh["codebook"], np.float64)
+        cen = _unwebp(entries[files[0]], files[0], path).astype(np.int64)
+        if cen.shape[1] != 64 * k:
+            raise SplatFormatError(f"{path}: the SOG's shN centroids are {cen.shape[1]} texels wide, {64 * k} expected")
+        lab = pixels(files[1])
+        label = lab[:, 0] | (lab[:, 1] << 8)
+        count = int(sh["count"])
+        rest = np.zeros((n, 3, k))
+        ok = label < min(count, cen.shape[0] * 64)
+        cy, cx = label // 64, (label % 64) * k
+        for j in range(k):
+            texel = cen[np.where(ok, cy, 0), np.where(ok, cx + j, 0)]
+            for ch in range(3):
+                rest[:, ch, j] = np.where(ok, code[texel[:, ch]], 0)
+        out["shN"] = rest.transpose(0, 2, 1)
+    out = {key: np.ascontiguousarray(val, dtype=np.float32) for key, val in out.items()}
+    out["sh_degree"] = bands
+    return out

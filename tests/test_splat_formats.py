@@ -129,6 +129,52 @@ def test_our_spz_is_read_by_splat_transform_as_we_read_it(tmp_path):
         np.testing.assert_allclose(ours[k], theirs[k], atol=1e-5, err_msg=k)
 
 
+def assert_close_to_sog(dec: dict, src: dict):
+    """SOG's quantisation: 16-bit positions (of the log-mapped range), 256-entry codebooks for log
+    scales and f_dc, 8-bit opacity, 8-bit smallest-three rotations, an SH palette (k-means) whose
+    entries index a 256-value codebook."""
+    o = matched(dec, src)
+    assert np.abs(dec["means"] - o["means"]).max() < 1e-4
+    assert np.abs(dec["scales"] - o["scales"]).max() < 0.02
+    assert np.abs(dec["sh0"] - o["sh0"]).max() < 0.02
+    alpha = lambda a: 1 / (1 + np.exp(-a["opacities"]))  # noqa: E731
+    assert np.abs(alpha(dec) - alpha(o)).max() <= 1 / 255 + 1e-6
+    assert np.abs(np.abs((unit(dec["quats"]) * unit(o["quats"])).sum(1)) - 1).max() < 1e-3
+    assert np.abs(dec["shN"] - o["shN"]).mean() < 0.03 and np.abs(dec["shN"] - o["shN"]).max() < 0.35
+    assert dec["sh_degree"] == o["sh_degree"]
+
+
+def test_splat_transform_sog_decodes_to_its_source():
+    """The committed .sog splat-transform wrote (-g cpu: its k-means on the CPU) reads as source.ply."""
+    assert_close_to_sog(GaussianModel.load(os.path.join(DATA, "st.sog")).arrays(), GaussianModel.load(SOURCE).arrays())
+
+
+def test_our_sog_is_read_by_splat_transform_as_we_read_it(tmp_path):
+    src = GaussianModel.load(SOURCE)
+    src.save(str(tmp_path / "ours.sog"))
+    ours = GaussianModel.load(str(tmp_path / "ours.sog")).arrays()
+    assert_close_to_sog(ours, src.arrays())
+    splat_transform(str(tmp_path / "ours.sog"), str(tmp_path / "theirs.ply"))
+    theirs = GaussianModel.load(str(tmp_path / "theirs.ply")).arrays()
+    for k in ("means", "scales", "opacities", "sh0", "shN"):
+        np.testing.assert_allclose(ours[k], theirs[k], atol=1e-5, err_msg=k)
+
+
+def test_damaged_sog_is_a_one_line_error(tmp_path):
+    import zipfile
+
+    data = open(os.path.join(DATA, "st.sog"), "rb").read()
+    (tmp_path / "cut.sog").write_bytes(data[:len(data) // 2])
+    with zipfile.ZipFile(os.path.join(DATA, "st.sog")) as z, zipfile.ZipFile(tmp_path / "nomeans.sog", "w") as out:
+        for name in z.namelist():
+            if name != "means_u.webp":
+                out.writestr(name, z.read(name))
+    for name, words in (("cut.sog", "not a readable SOG bundle"), ("nomeans.sog", "lacks means_u.webp")):
+        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
+        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not os.path.exists(tmp_path / "x.ply")
+
+
 def test_damaged_spz_is_a_one_line_error(tmp_path):
     data = open(os.path.join(DATA, "st.spz"), "rb").read()
     (tmp_path / "cut.spz").write_bytes(data[:len(data) - 100])
