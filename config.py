@@ -207,7 +207,7 @@ RULES = {
     "mode": _choice("image", "text", "recon"), "input": _any, "prompt": _any, "negative_prompt": _any,
     "elevation": ELEVATION, "input_azimuths": _items(_num(-360, 360)),
     "input_elevations": _items(ELEVATION), "ref_size": COUNT, "recenter": _any, "border_ratio": _num(0, 1, hi_open=True),
-    "outdir": _name, "save_path": _name, "mesh_format": _choice("obj", "glb"), "splat_format": _choice("ply", "splat"),
+    "outdir": _name, "save_path": _name, "mesh_format": _choice("obj", "glb"), "splat_format": _choice("ply", "splat", "compressed.ply", "spz", "sog", "glb"),
     "gui": _any, "gui_host": _name, "gui_port": _num(0, 65535, integer=True), "gui_max_resolution": COUNT,
     "gui_render_budget": _num(0, 1, lo_open=True), "seed": _num(0, integer=True), "quiet": _any,
     "device": _choice("auto", "cuda", "cpu", "mps", prefix=True), "rasterizer": _choice("auto", "torch", "gsplat", "inria"),

@@ -359,17 +359,21 @@ class GaussianModel:
         return out
 
     # file name endings -> format; checked longest first (.compressed.ply before .ply)
-    WRITABLE = (".compressed.ply", ".ply", ".splat", ".spz", ".sog")
+    WRITABLE = (".compressed.ply", ".ply", ".splat", ".spz", ".sog", ".glb")
 
     @classmethod
     def load(cls, path: str, device="cpu") -> "GaussianModel":
         """A .ply (the standard 3DGS layout, or PlayCanvas's compressed one, told apart by its
-        content), a .splat, a Niantic .spz or a PlayCanvas .sog bundle (these two also told by
-        their content)."""
-        from splat_formats import is_compressed_ply, is_sog, is_spz, read_compressed_ply, read_sog, read_spz
+        content), a .splat, a Niantic .spz, a PlayCanvas .sog bundle or a glTF .glb with a
+        KHR_gaussian_splatting primitive (these three also told by their content)."""
+        from splat_formats import (is_compressed_ply, is_gaussian_glb, is_sog, is_spz, read_compressed_ply,
+                                   read_gaussian_glb, read_sog, read_spz)
 
         if path.lower().endswith(".splat"):
             return cls.load_splat(path, device=device)
+        if path.lower().endswith(".glb") or is_gaussian_glb(path):
+            require_file(path, "Gaussian .glb")
+            return cls.from_arrays(read_gaussian_glb(path), device)
         if path.lower().endswith(".sog") or is_sog(path):
             require_file(path, "Gaussian .sog")
             return cls.from_arrays(read_sog(path), device)
@@ -382,11 +386,14 @@ class GaussianModel:
         return cls.load_ply(path, device=device)
 
     def save(self, path: str):
-        """Write by the file name's ending: .compressed.ply, .ply (standard 3DGS), .splat, .spz or .sog; any
+        """Write by the file name's ending: .compressed.ply, .ply (standard 3DGS), .splat, .spz, .sog or
+        .glb (KHR_gaussian_splatting); any
         other ending is a one-line ValueError (never a file in another format under that name)."""
-        from splat_formats import write_compressed_ply, write_sog, write_spz
+        from splat_formats import write_compressed_ply, write_gaussian_glb, write_sog, write_spz
 
         low = path.lower()
+        if low.endswith(".glb"):
+            return write_gaussian_glb(self.arrays(), path)
         if low.endswith(".sog"):
             return write_sog(self.arrays(), path)
         if low.endswith(".compressed.ply"):

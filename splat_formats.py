@@ -1,5 +1,5 @@
 """Gaussian splat files other tools write: PlayCanvas / SuperSplat ``.compressed.ply`` and ``.sog``,
-Niantic's ``.spz``.
+Niantic's ``.spz`` and glTF's ``KHR_gaussian_splatting`` (.glb).
 
 Every codec here works on the raw 3DGS parameters as ``gaussians.GaussianModel`` keeps them, as a
 dict of numpy arrays: ``means`` [N,3], ``scales`` [N,3] (log), ``quats`` [N,4] (w, x, y, z as the
@@ -675,4 +675,178 @@ def read_sog(path: str) -> dict:
         out["shN"] = rest.transpose(0, 2, 1)
     out = {key: np.ascontiguousarray(val, dtype=np.float32) for key, val in out.items()}
     out["sh_degree"] = bands
+    return out
+
+
+# ------------------------------------------------------------------- glTF KHR_gaussian_splatting
+# The Khronos extension (ratified), laid out as @playcanvas/splat-transform 3.7.0 writes it: one
+# point primitive (mode 0) carrying the extension object (kernel "ellipse", colorSpace
+# "srgb_rec709_display", sortingMethod "cameraDistance", projection "perspective") and float
+# attributes POSITION (VEC3, with min/max), KHR_gaussian_splatting:ROTATION (VEC4 x, y, z, w),
+# KHR_gaussian_splatting:SCALE (VEC3, linear: exp of the log scale), KHR_gaussian_splatting:OPACITY
+# (SCALAR, sigmoid of the logit), KHR_gaussian_splatting:SH_DEGREE_0_COEF_0 (VEC3 f_dc) and
+# SH_DEGREE_l_COEF_n (VEC3 r, g, b of each higher coefficient), plus COLOR_0 (VEC4 normalised u8:
+# 0.5 + SH_C0 * f_dc, alpha the opacity) as the point-cloud fallback. Positions are in glTF's frame,
+# which is this project's (+y up, as its meshes); nothing is rotated. (splat-transform rotates a
+# .ply 180 degrees about z on the way to .glb: it takes a .ply to be y-down, as 3DGS training
+# output from COLMAP is.) Everything is kept, as float32.
+GLTF_EXT = "KHR_gaussian_splatting"
+SH_COEFS_PER_DEGREE = [1, 3, 5, 7]
+
+
+def is_gaussian_glb(path: str) -> bool:
+    """A binary glTF whose JSON uses KHR_gaussian_splatting."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+            if len(head) < 20 or head[:4] != b"glTF":
+                return False
+            json_len = struct.unpack_from("<I", head, 12)[0]
+            return GLTF_EXT.encode() in fh.read(min(json_len, 1 << 22))
+    except OSError:
+        return False
+
+
+def write_gaussian_glb(params: dict, path: str):
+    """``params`` as a .glb with one KHR_gaussian_splatting point primitive (see above)."""
+    import json
+    import struct
+
+    from io_utils import atomic_write
+
+    means = np.asarray(params["means"], np.float32)
+    n = len(means)
+    if n == 0:
+        raise SplatFormatError("no Gaussians to write")
+    shN = np.asarray(params["shN"], np.float32)
+    degree = {0: 0, 3: 1, 8: 2, 15: 3}.get(shN.shape[1])
+    if degree is None:
+        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
+    sh0 = np.asarray(params["sh0"], np.float32).reshape(n, 3)
+    alpha = sigmoid(np.asarray(params["opacities"], np.float64)).astype(np.float32)
+    colour = np.clip(np.round(np.concatenate([sh0 * SH_C0 + 0.5, alpha[:, None]], 1) * 255), 0, 255).astype(np.uint8)
+    segments = [("POSITION", means, 5126, "VEC3"), ("COLOR_0", colour, 5121, "VEC4"),
+                (f"{GLTF_EXT}:ROTATION", np.asarray(params["quats"], np.float32)[:, [1, 2, 3, 0]], 5126, "VEC4"),
+                (f"{GLTF_EXT}:SCALE", np.exp(np.asarray(params["scales"], np.float32)), 5126, "VEC3"),
+                (f"{GLTF_EXT}:OPACITY", alpha, 5126, "SCALAR"), (f"{GLTF_EXT}:SH_DEGREE_0_COEF_0", sh0, 5126, "VEC3")]
+    k = 0
+    for d in range(1, degree + 1):
+        for c in range(SH_COEFS_PER_DEGREE[d]):
+            segments.append((f"{GLTF_EXT}:SH_DEGREE_{d}_COEF_{c}", shN[:, k], 5126, "VEC3"))
+            k += 1
+    blob, views, accessors, attributes = b"", [], [], {}
+    for i, (name, data, ctype, typ) in enumerate(segments):
+        raw = np.ascontiguousarray(data).astype("<f4" if ctype == 5126 else "u1").tobytes()
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(raw), "target": 34962})
+        acc = {"bufferView": i, "byteOffset": 0, "componentType": ctype, "count": n, "type": typ}
+        if name == "POSITION":
+            acc.update(min=means.min(0).tolist(), max=means.max(0).tolist())
+        if name == "COLOR_0":
+            acc["normalized"] = True
+        accessors.append(acc)
+        attributes[name] = i
+        blob += raw + bytes(-len(raw) % 4)
+    gltf = {"asset": {"version": "2.0", "generator": "dreamgaussian splat_formats.py"}, "extensionsUsed": [GLTF_EXT],
+            "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}], "buffers": [{"byteLength": len(blob)}],
+            "bufferViews": views, "accessors": accessors,
+            "meshes": [{"primitives": [{"attributes": attributes, "mode": 0, "extensions": {GLTF_EXT: {
+                "kernel": "ellipse", "colorSpace": "srgb_rec709_display", "sortingMethod": "cameraDistance",
+                "projection": "perspective"}}}]}]}
+    js = json.dumps(gltf, separators=(",", ":")).encode()
+    js += b" " * (-len(js) % 4)
+    data = (struct.pack("<III", 0x46546C67, 2, 12 + 8 + len(js) + 8 + len(blob)) + struct.pack("<II", len(js), 0x4E4F534A)
+            + js + struct.pack("<II", len(blob), 0x004E4942) + blob)
+    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+
+
+def read_gaussian_glb(path: str) -> dict:
+    """The KHR_gaussian_splatting primitives of a .glb (all of them, concatenated) as ``params``."""
+    import json
+    import struct
+
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 20 or data[:4] != b"glTF":
+        raise SplatFormatError(f"{path}: not a binary glTF (.glb) file")
+    total = struct.unpack_from("<I", data, 8)[0]
+    if total > len(data):
+        raise SplatFormatError(f"{path}: the .glb is truncated ({len(data)} of {total} bytes)")
+    json_len, kind = struct.unpack_from("<II", data, 12)
+    try:
+        gltf = json.loads(data[20:20 + json_len])
+    except ValueError as e:
+        raise SplatFormatError(f"{path}: the .glb's JSON does not parse ({e})") from None
+    off = 20 + json_len
+    bin_chunk = b""
+    if off + 8 <= len(data):
+        bin_len, _ = struct.unpack_from("<II", data, off)
+        bin_chunk = data[off + 8:off + 8 + bin_len]
+    ctypes = {5126: ("<f4", 4), 5121: ("u1", 1), 5123: ("<u2", 2), 5120: ("i1", 1), 5122: ("<i2", 2)}
+    widths = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+
+    def accessor(i):
+        try:
+            a = gltf["accessors"][i]
+            v = gltf["bufferViews"][a["bufferView"]]
+            if v.get("buffer", 0) != 0:
+                raise SplatFormatError(f"{path}: accessor {i} reads an external buffer; only the .glb's own is read")
+            dtype, size = ctypes[a["componentType"]]
+            w = widths[a["type"]]
+            start = v.get("byteOffset", 0) + a.get("byteOffset", 0)
+            stride = v.get("byteStride") or size * w
+            count = a["count"]
+        except (KeyError, IndexError, TypeError) as e:
+            raise SplatFormatError(f"{path}: accessor {i} is incomplete or unsupported ({type(e).__name__}: {e})") from None
+        if start + stride * (count - 1) + size * w > len(bin_chunk):
+            raise SplatFormatError(f"{path}: accessor {i} runs past the end of the binary chunk (truncated file?)")
+        raw = np.frombuffer(bin_chunk, np.uint8, stride * (count - 1) + size * w, start)
+        rows = np.lib.stride_tricks.as_strided(raw, (count, size * w), (stride, 1)).copy()
+        out = rows.view(dtype).reshape(count, w).astype(np.float64)
+        if a.get("normalized"):
+            out /= np.iinfo(np.dtype(dtype)).max
+        return out
+
+    prims = [p for m in gltf.get("meshes", []) for p in m.get("primitives", [])
+             if GLTF_EXT in (p.get("extensions") or {})]
+    if not prims:
+        raise SplatFormatError(f"{path}: the .glb has no {GLTF_EXT} primitive (a mesh? recon and the mesh tools read those)")
+    for node in gltf.get("nodes", []):
+        if any(k in node for k in ("matrix", "rotation", "scale", "translation")) and "mesh" in node:
+            raise SplatFormatError(f"{path}: a node moves its splat mesh (matrix/TRS); node transforms are not applied here")
+    parts = []
+    for p in prims:
+        at = p.get("attributes", {})
+        need = ["POSITION", f"{GLTF_EXT}:ROTATION", f"{GLTF_EXT}:SCALE", f"{GLTF_EXT}:OPACITY"]
+        missing = [a for a in need if a not in at]
+        if missing:
+            raise SplatFormatError(f"{path}: the {GLTF_EXT} primitive lacks {', '.join(missing)}")
+        degree = 0
+        while degree < 3 and f"{GLTF_EXT}:SH_DEGREE_{degree + 1}_COEF_0" in at:
+            degree += 1
+        if f"{GLTF_EXT}:SH_DEGREE_0_COEF_0" in at:
+            sh0 = accessor(at[f"{GLTF_EXT}:SH_DEGREE_0_COEF_0"])
+        elif "COLOR_0" in at:
+            sh0 = (accessor(at["COLOR_0"])[:, :3] - 0.5) / SH_C0
+        else:
+            raise SplatFormatError(f"{path}: the {GLTF_EXT} primitive has no colour (SH_DEGREE_0_COEF_0 or COLOR_0)")
+        rest = [accessor(at[f"{GLTF_EXT}:SH_DEGREE_{d}_COEF_{c}"]) for d in range(1, degree + 1)
+                for c in range(SH_COEFS_PER_DEGREE[d])]
+        pos = accessor(at["POSITION"])
+        n = len(pos)
+        scale = accessor(at[f"{GLTF_EXT}:SCALE"])
+        alpha = np.clip(accessor(at[f"{GLTF_EXT}:OPACITY"])[:, 0], 1e-6, 1 - 1e-6)
+        if (scale <= 0).any():
+            raise SplatFormatError(f"{path}: non-positive {GLTF_EXT}:SCALE values")
+        parts.append({"means": pos, "quats": accessor(at[f"{GLTF_EXT}:ROTATION"])[:, [3, 0, 1, 2]], "scales": np.log(scale),
+                      "opacities": np.log(alpha / (1 - alpha)), "sh0": sh0[:, None, :],
+                      "shN": np.stack(rest, 1) if rest else np.zeros((n, 0, 3)), "degree": degree})
+    if len({p["degree"] for p in parts}) > 1:
+        raise SplatFormatError(f"{path}: its {GLTF_EXT} primitives differ in SH degree")
+    out = {k: np.ascontiguousarray(np.concatenate([p[k] for p in parts]), dtype=np.float32)
+           for k in ("means", "scales", "quats", "opacities", "sh0", "shN")}
+    if not all(np.isfinite(v).all() for v in out.values()):
+        raise SplatFormatError(f"{path}: non-finite values in the {GLTF_EXT} attributes")
+    out["sh_degree"] = parts[0]["degree"]
     return out

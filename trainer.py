@@ -4,7 +4,8 @@
     Stage2(cfg).run()   the mesh's texture refined with SDEdit-style MSE targets
 
 Outputs (``cfg.outdir``, base name ``cfg.save_path``):
-    <name>_model.ply|splat      stage-1 Gaussians (standard 3DGS layout, or the web viewers' .splat)
+    <name>_model.<splat_format> stage-1 Gaussians (standard 3DGS .ply; or .splat, .compressed.ply, .spz,
+                                .sog, .glb: splat_formats.py)
     <name>_mesh.obj|glb (+mtl, _albedo.png)   stage-1 coarse textured mesh
     <name>.obj|glb (+mtl, _albedo.png)        stage-2 refined mesh
     <name>_run.json             resolved config, seed, timings per stage, counts, versions
@@ -51,7 +52,7 @@ def seed_everything(seed: int):
 def output_paths(cfg) -> dict:
     base = os.path.join(cfg.outdir, cfg.save_path)
     ext = "." + cfg.mesh_format
-    splats = "_model." + cfg.splat_format  # .ply (standard 3DGS attributes) or .splat (web viewers)
+    splats = "_model." + cfg.splat_format  # .ply (standard 3DGS attributes) or another splat format (splat_formats.py)
     return {"ply": base + splats, "coarse": base + "_mesh" + ext, "fine": base + ext, "run": base + "_run.json",
             "base": base}
 
@@ -357,10 +358,10 @@ class Stage1:
         return stats
 
     def save_ply(self, path=None):
-        """The Gaussians as .ply / .splat; in recon mode in the input's own frame, as the meshes."""
+        """The Gaussians in ``splat_format``; in recon mode in the input's own frame, as the meshes."""
         path = path or self.paths["ply"]
         model = self.model if self.ctx.views is None else self.ctx.views.gaussians_to_source(self.model)
-        (model.save_splat if path.endswith(".splat") else model.save_ply)(path)
+        model.save(path)  # the format by the name's ending (GaussianModel.save)
         return path
 
     def rescue(self, error):

@@ -327,10 +327,9 @@ class OutputViewer:
     @staticmethod
     def _load(path: str):
         """('splats' | 'mesh', viser arguments with 'center', size)."""
-        ext = os.path.splitext(path)[1].lower()
-        from views import is_gaussian_ply
+        from views import is_gaussian_file
 
-        if ext == ".splat" or (ext == ".ply" and is_gaussian_ply(path)):
+        if is_gaussian_file(path):
             data = gaussian_arrays(path)
             opaque = data["centers"][data["opacities"][:, 0] > 0.05]
             data["center"], size = extent(opaque if len(opaque) else data["centers"])

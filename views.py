@@ -207,7 +207,7 @@ def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
 
 
 def load_views(source: str, cfg, device="cpu") -> PosedViews:
-    """Posed views from ``source`` (folder / transforms.json, mesh file, or 3DGS .ply)."""
+    """Posed views from ``source`` (folder / transforms.json, mesh file, or Gaussians: is_gaussian_file)."""
     if not source:
         raise ViewsError("recon mode needs input=<transforms.json folder | mesh .obj/.glb | 3DGS .ply>")
     if not os.path.exists(source):
@@ -218,12 +218,30 @@ def load_views(source: str, cfg, device="cpu") -> PosedViews:
         return from_transforms(source, **kw)
     orbit = dict(num_views=cfg.recon_num_views, fovy=cfg.fovy, extent=cfg.recon_extent,
                  min_elev=cfg.recon_min_elevation, max_elev=cfg.recon_max_elevation, device=device)
-    if ext == ".splat" or (ext == ".ply" and is_gaussian_ply(source)):
+    if is_gaussian_file(source):
         return from_gaussians(source, backend=cfg.rasterizer, **kw, **orbit)
     if ext in MESH_EXTENSIONS:
         return from_mesh(source, backend=cfg.mesh_renderer, max_texture=cfg.input_max_texture, **kw, **orbit)
     raise ViewsError(f"unsupported recon input '{source}': use a transforms.json folder, a mesh "
-                     f"({' '.join(MESH_EXTENSIONS)}) or a 3DGS .ply")
+                     f"({' '.join(MESH_EXTENSIONS)}) or Gaussians ({' '.join(GAUSSIAN_EXTENSIONS)})")
+
+
+GAUSSIAN_EXTENSIONS = (".ply", ".compressed.ply", ".splat", ".spz", ".sog", ".glb")  # .ply / .glb: by content
+
+
+def is_gaussian_file(path: str) -> bool:
+    """Gaussians rather than a mesh: a .splat, .spz or .sog, a 3DGS .ply (standard or compressed),
+    or a .glb with a KHR_gaussian_splatting primitive."""
+    from splat_formats import is_gaussian_glb, is_sog, is_spz
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".splat", ".spz", ".sog"):
+        return True
+    if ext == ".ply":
+        return is_gaussian_ply(path)
+    if ext == ".glb":
+        return is_gaussian_glb(path)
+    return is_spz(path) or is_sog(path)
 
 
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl", ".dae", ".3mf")  # read through trimesh

@@ -22,7 +22,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-READABLE = (".compressed.ply", ".ply", ".splat", ".spz", ".sog")
+READABLE = (".compressed.ply", ".ply", ".splat", ".spz", ".sog", ".glb")
 
 
 def convert(src: str, dst: str) -> int:

@@ -175,6 +175,61 @@ def test_damaged_sog_is_a_one_line_error(tmp_path):
         assert not os.path.exists(tmp_path / "x.ply")
 
 
+def test_splat_transform_glb_decodes_to_its_source_turned_about_z():
+    """The committed .glb splat-transform wrote from source.ply: every attribute, float32, with the
+    turn it applies on the way (it takes a .ply to be y-down and glTF y-up: 180 degrees about z, so
+    x and y negate, rotations are pre-multiplied by z's half-turn and the SH x and y terms flip)."""
+    dec = GaussianModel.load(os.path.join(DATA, "st.glb")).arrays()
+    src = GaussianModel.load(SOURCE).arrays()
+    np.testing.assert_allclose(dec["means"], src["means"] * [-1, -1, 1], atol=1e-6)
+    for k in ("scales", "opacities", "sh0"):
+        np.testing.assert_allclose(dec[k], src[k], atol=1e-5, err_msg=k)
+    w, x, y, z = src["quats"].T
+    turned = np.stack([-z, -y, x, w], 1)
+    np.testing.assert_allclose(np.abs((unit(dec["quats"]) * unit(turned)).sum(1)), 1, atol=1e-5)
+    np.testing.assert_allclose(dec["shN"], src["shN"] * np.array([-1, 1, -1])[None, :, None], atol=1e-6)
+
+
+def gltf_validator_codes(path):
+    node = shutil.which("node")
+    if not (node and os.path.isdir(os.path.join(ROOT, "tools", "node_modules", "gltf-validator"))):
+        pytest.skip("Khronos glTF-Validator not installed (npm install --prefix tools gltf-validator)")
+    r = subprocess.run([node, os.path.join(ROOT, "tools", "gltf_validate.js"), path], capture_output=True, text=True,
+                       timeout=120)
+    import json
+
+    report = json.loads(r.stdout)
+    return report
+
+
+def test_our_glb_round_trips_and_validates_as_the_reference_does(tmp_path):
+    """Our .glb keeps every attribute exactly (float32), and the Khronos glTF-Validator (2.0.0-dev.3.10,
+    which predates the extension) reports on it only what it reports on splat-transform's own file:
+    MESH_PRIMITIVE_INVALID_ATTRIBUTE for each KHR_gaussian_splatting:* attribute name, nothing else."""
+    src = GaussianModel.load(SOURCE)
+    src.save(str(tmp_path / "ours.glb"))
+    dec, a = GaussianModel.load(str(tmp_path / "ours.glb")).arrays(), src.arrays()
+    for k in ("means", "scales", "quats", "opacities", "sh0", "shN"):
+        np.testing.assert_allclose(dec[k], a[k], atol=1e-5, err_msg=k)
+    ours, theirs = gltf_validator_codes(str(tmp_path / "ours.glb")), gltf_validator_codes(os.path.join(DATA, "st.glb"))
+    assert ours["errors"] == theirs["errors"] == 7 and ours["warnings"] == theirs["warnings"] == 0, (ours, theirs)
+    for report in (ours, theirs):
+        assert all(m["code"] == "MESH_PRIMITIVE_INVALID_ATTRIBUTE" and "KHR_gaussian_splatting:" in m["pointer"]
+                   for m in report["messages"]), report
+
+
+def test_glb_that_is_a_mesh_or_damaged_is_a_one_line_error(tmp_path):
+    data = open(os.path.join(DATA, "st.glb"), "rb").read()
+    (tmp_path / "cut.glb").write_bytes(data[:len(data) - 500])
+    import trimesh
+
+    trimesh.creation.box().export(tmp_path / "box.glb")
+    for name, words in (("cut.glb", "truncated"), ("box.glb", "no KHR_gaussian_splatting primitive")):
+        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
+        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not os.path.exists(tmp_path / "x.ply")
+
+
 def test_damaged_spz_is_a_one_line_error(tmp_path):
     data = open(os.path.join(DATA, "st.spz"), "rb").read()
     (tmp_path / "cut.spz").write_bytes(data[:len(data) - 100])
@@ -216,9 +271,40 @@ def test_recon_and_viewer_take_a_compressed_ply_as_gaussians(tmp_path):
     from config import load_config
     from views import is_gaussian_ply, load_views
 
+    from views import is_gaussian_file
+
     path = os.path.join(DATA, "st.compressed.ply")
     assert is_gaussian_ply(path)
+    for name in ("st.spz", "st.sog", "st.glb"):
+        assert is_gaussian_file(os.path.join(DATA, name)), name
     cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"), [f"input={path}", "save_path=x", "recon_num_views=2",
                                                                     "ref_size=32"])
     views = load_views(path, cfg, "cpu")
     assert len(views) == 2 and float(views.masks.max()) > 0.5
+
+
+@pytest.mark.parametrize("fmt", ["compressed.ply", "spz", "sog", "glb"])
+def test_stage1_writes_splat_format_and_load_reads_it(tmp_path, fmt):
+    """splat_format= names the stage-1 Gaussians' format; load= continues from that file; recon's
+    input= takes it as Gaussians (rendered with the Gaussian renderer)."""
+    from config import load_config
+    from trainer import Stage1
+
+    spot = os.path.join(ROOT, "data", "spot", "spot_triangulated.obj")
+    small = ["recon_num_views=2", "ref_size=32", "num_pts=200", "mc_resolution=32", "mc_num_blocks=2",
+             "texture_size=32", "bake_resolution=32", "density_thresh=0.05", "quiet=true"]
+    cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                      [f"input={spot}", f"outdir={tmp_path}", "save_path=s", f"splat_format={fmt}", "iters=3", *small])
+    Stage1(cfg, log=lambda *a: None).run()
+    out = tmp_path / f"s_model.{fmt}"
+    assert out.is_file() and not (tmp_path / "s_model.ply").exists()
+    n = len(GaussianModel.load(str(out)))
+    cfg = load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                      [f"input={spot}", f"outdir={tmp_path}", "save_path=t", f"load={out}", "iters=1", *small])
+    s = Stage1(cfg, log=lambda *a: None)
+    assert len(s.model) == n
+    from views import load_views
+
+    views = load_views(str(out), load_config(os.path.join(ROOT, "configs", "recon.yaml"),
+                                             [f"input={out}", "save_path=x", *small]))
+    assert float(views.masks.max()) > 0.5
