@@ -215,6 +215,68 @@ def _check_gltf_extensions(path: str):
             if importlib.util.find_spec(module) is None:
                 raise MeshFormatError(f"{path}: compressed with the glTF extension {ext}; pip install {module} "
                                       "to read it, or re-export it uncompressed")
+    if "KHR_draco_mesh_compression" in used:
+        _check_draco(path, tree)
+
+
+def _gltf_buffer(path: str, tree: dict, index: int) -> bytes | None:
+    """Buffer ``index`` of a glTF: a .glb's BIN chunk (buffer 0 without a uri) or a .bin file beside
+    it; None where it cannot be had here (a data URI, a missing file: the reader says why)."""
+    import struct
+
+    buf = (tree.get("buffers") or [{}])[index] if index < len(tree.get("buffers") or []) else {}
+    uri = buf.get("uri")
+    try:
+        if uri is None:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            if data[:4] != b"glTF":
+                return None
+            json_len = struct.unpack_from("<I", data, 12)[0]
+            off = 20 + json_len
+            if off + 8 > len(data):
+                return b""
+            bin_len = struct.unpack_from("<I", data, off)[0]
+            return data[off + 8:off + 8 + bin_len]
+        if uri.startswith("data:"):
+            return None
+        from urllib.parse import unquote
+
+        with open(os.path.join(os.path.dirname(path), unquote(uri)), "rb") as fh:
+            return fh.read()
+    except (OSError, struct.error):
+        return None
+
+
+def _check_draco(path: str, tree: dict):
+    """Every Draco-compressed primitive must decode: trimesh reads a Draco buffer that does not
+    (damaged, truncated) as placeholder zeros, which later looks like a mesh of zero extent."""
+    import DracoPy
+
+    views = tree.get("bufferViews") or []
+    for mi, m in enumerate(tree.get("meshes") or []):
+        for pi, prim in enumerate((m or {}).get("primitives") or []):
+            ext = ((prim or {}).get("extensions") or {}).get("KHR_draco_mesh_compression")
+            if not isinstance(ext, dict):
+                continue
+            where = f"mesh {mi} ('{m.get('name', '')}') primitive {pi}"
+            try:
+                view = views[ext["bufferView"]]
+                buf = _gltf_buffer(path, tree, view.get("buffer", 0))
+                start = view.get("byteOffset", 0)
+                blob = None if buf is None else buf[start:start + view["byteLength"]]
+            except (KeyError, IndexError, TypeError):
+                raise MeshFormatError(f"{path}: the Draco data of {where} names no valid bufferView") from None
+            if blob is None:
+                continue
+            if len(blob) < view["byteLength"]:
+                raise MeshFormatError(f"{path}: the Draco data of {where} is cut short ({len(blob)} of "
+                                      f"{view['byteLength']} bytes): a truncated file")
+            try:
+                DracoPy.decode(blob)
+            except Exception as e:  # DracoPy raises its own FileTypeException and others
+                raise MeshFormatError(f"{path}: the Draco-compressed geometry of {where} does not decode "
+                                      f"({type(e).__name__}: {str(e)[:80]}); the file is damaged") from None
 
 
 def mesh_files(path: str) -> list:

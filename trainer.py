@@ -214,9 +214,17 @@ class Context:
             self.views = load_views(cfg.input, cfg, self.device)
             self.warnings = list(self.views.warnings)
         for w in self.warnings:
-            log(f"warning: {w}")
+            self.warn(w)
         self._guidance = None
         self._build_guidance = build_guidance  # (cfg, device, views) -> guidance; None: guidance.build_guidance
+
+    def warn(self, text: str):
+        """``warning: text``: on stderr where the log is the terminal (print), so that a user who
+        redirects the output still sees it; else through the caller's log."""
+        if self.log is print:
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+        else:
+            self.log(f"warning: {text}")
 
     @property
     def guidance(self):
@@ -250,7 +258,7 @@ class Context:
             for w in g.warnings():  # e.g. a prompt longer than the text encoder reads
                 if w not in self.warnings:
                     self.warnings.append(w)
-                    self.log(f"warning: {w}")
+                    self.warn(w)
             self._guidance = g
         return self._guidance
 

@@ -130,6 +130,24 @@ def from_gaussians(path: str, num_views: int, resolution: int, radius: float, fo
     return PosedViews(cams, torch.stack(rgbs), torch.stack(masks), center.cpu().numpy().astype(np.float32), scale)
 
 
+def pose_problem(m: np.ndarray) -> str | None:
+    """Why a 4x4 camera-to-world matrix is no camera pose (None if it is one): its rotation part
+    must have columns of one non-zero length, at right angles, and no mirror (tools scale the
+    whole scene, so a uniform scale is allowed); the last row must be 0 0 0 1."""
+    r = m[:3, :3]
+    norms = np.linalg.norm(r, axis=0)
+    if not norms.min() > 1e-8:
+        return "has a zero rotation column (all zeros?)"
+    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
+        return f"has last row {m[3].tolist()}, not 0 0 0 1"
+    u = r / norms
+    if np.abs(u.T @ u - np.eye(3)).max() > 1e-3 or norms.max() / norms.min() > 1.001:
+        return "has a rotation part that is not a rotation (columns not at right angles or of different lengths)"
+    if np.linalg.det(u) < 0:
+        return "mirrors the scene (its rotation part has a negative determinant)"
+    return None
+
+
 def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
     """A NeRF/Blender folder: ``transforms.json`` with ``camera_angle_x`` and frames of
     ``file_path`` + 4x4 ``transform_matrix`` (OpenGL camera-to-world), RGBA images. The scene is
@@ -156,9 +174,16 @@ def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
     for i, fr in enumerate(meta["frames"]):
         if "file_path" not in fr or "transform_matrix" not in fr:
             raise ViewsError(f"{path}: frame {i} needs 'file_path' and 'transform_matrix'")
-        m = np.asarray(fr["transform_matrix"], np.float64)
+        try:
+            m = np.asarray(fr["transform_matrix"], np.float64)
+        except (TypeError, ValueError):
+            m = np.zeros(0)
         if m.shape != (4, 4) or not np.isfinite(m).all():
-            raise ViewsError(f"{path}: frame {i} transform_matrix is not a finite 4x4 matrix")
+            raise ViewsError(f"{path}: frame {i} ({fr.get('file_path')}) transform_matrix is not a finite 4x4 matrix")
+        why = pose_problem(m)
+        if why:
+            raise ViewsError(f"{path}: frame {i} ({fr.get('file_path')}) transform_matrix {why}; expected a "
+                             "camera-to-world matrix (rotation columns, translation, last row 0 0 0 1)")
         fp = os.path.join(folder, fr["file_path"])
         cand = [fp, fp + ".png"] if not os.path.splitext(fp)[1] else [fp]
         fp = next((c for c in cand if os.path.isfile(c)), None)
@@ -175,6 +200,9 @@ def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
         c2ws.append(m)
         imgs.append(img)
     H, W = size
+    if len(c2ws) > 1 and all(np.allclose(m, c2ws[0], atol=1e-6) for m in c2ws[1:]):
+        raise ViewsError(f"{path}: all {len(c2ws)} frames have the same transform_matrix (one pose): views from one "
+                         "place cannot show an object's shape; give each frame its own camera pose")
     # centre: least-squares point nearest to every optical axis (-z of each camera)
     A, b = np.zeros((3, 3)), np.zeros(3)
     for m in c2ws:

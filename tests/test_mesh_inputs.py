@@ -333,7 +333,8 @@ def test_an_uncoloured_mesh_is_grey_and_said_so_in_log_run_json_and_eval(tmp_pat
             "iters=20", "recon_num_views=4", "ref_size=48", "num_pts=500", "mc_resolution=32", "mc_num_blocks=2",
             "texture_size=64", "bake_resolution=48", "decimate_target=2000", "density_thresh=0.2", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "warning: cube.OBJ: no texture, material colour or vertex colours; rendered in neutral grey" in r.stdout
+    assert "warning: cube.OBJ: no texture, material colour or vertex colours; rendered in neutral grey" in r.stderr
+    assert "warning:" not in r.stdout  # a user who redirects the output still sees warnings
     run = json.load(open(tmp_path / "c_run.json"))
     assert any("neutral grey" in w for w in run["stage1"]["warnings"])
     r = cli("scripts/eval_recon.py", "--pred", str(tmp_path / "c_mesh.obj"), "--gt", path, "--views", "2",

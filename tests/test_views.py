@@ -70,6 +70,63 @@ def test_malformed_transforms_are_clear_errors(tmp_path):
         from_transforms(str(tmp_path / "train"), 32, 2.0)
 
 
+def test_degenerate_poses_are_one_line_errors_naming_the_frame(tmp_path):
+    """What the bad-input sweep found: an all-zero matrix (was a numpy warning, then 'SVD did not
+    converge', no frame named), every frame at one pose (trained silently), a mirrored or sheared
+    rotation; each a one-line error from main.py before training, naming the frame."""
+    from helpers import cli
+
+    spot = Mesh.load(SPOT)
+    write_blender_folder(tmp_path, spot, orbit_cameras(3, 32, 3.0, 40.0))
+    meta = json.load(open(tmp_path / "transforms.json"))
+    frames = meta["frames"]
+    mirror = np.array(frames[1]["transform_matrix"])
+    mirror[:3, 0] *= -1
+    shear = np.array(frames[1]["transform_matrix"])
+    shear[:3, 0] += 0.3 * shear[:3, 1]
+    cases = [([frames[0], {**frames[1], "transform_matrix": np.zeros((4, 4)).tolist()}, frames[2]],
+              r"frame 1 \(\./train/r_1\) transform_matrix has a zero rotation column"),
+             ([{**f, "transform_matrix": frames[0]["transform_matrix"]} for f in frames],
+              "all 3 frames have the same transform_matrix"),
+             ([frames[0], {**frames[1], "transform_matrix": mirror.tolist()}, frames[2]], "frame 1 .* mirrors the scene"),
+             ([frames[0], {**frames[1], "transform_matrix": shear.tolist()}, frames[2]], "frame 1 .* not a rotation")]
+    for fr, pattern in cases:
+        json.dump({**meta, "frames": fr}, open(tmp_path / "transforms.json", "w"))
+        with pytest.raises(ViewsError, match=pattern):
+            from_transforms(str(tmp_path), 32, 2.0)
+    json.dump({**meta, "frames": cases[0][0]}, open(tmp_path / "transforms.json", "w"))
+    r = cli("main.py", "--config", "configs/recon.yaml", f"input={tmp_path}", f"outdir={tmp_path / 'out'}", "save_path=x")
+    assert r.returncode != 0 and "frame 1" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "RuntimeWarning" not in r.stderr and "SVD" not in r.stderr
+
+
+def test_a_damaged_draco_gltf_is_a_one_line_error(tmp_path):
+    """trimesh reads a Draco buffer that does not decode as zeros (was: 'zero extent'); now the file
+    and primitive are named."""
+    import struct
+
+    import trimesh
+
+    from helpers import cli
+
+    data = trimesh.load(os.path.join(ROOT, "tests", "data", "meshes", "BoxTextured.glb"), force="scene").export(
+        file_type="glb", extension_draco=True)
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    tree = json.loads(data[20:20 + json_len])
+    view = tree["bufferViews"][tree["meshes"][0]["primitives"][0]["extensions"]["KHR_draco_mesh_compression"]["bufferView"]]
+    start = 20 + json_len + 8 + view.get("byteOffset", 0)
+    bad = bytearray(data)
+    bad[start:start + view["byteLength"]] = b"\x55" * view["byteLength"]
+    (tmp_path / "bad.glb").write_bytes(bytes(bad))
+    from mesh import MeshFormatError
+
+    with pytest.raises(MeshFormatError, match="Draco-compressed geometry of mesh 0 .* does not decode"):
+        Mesh.load(str(tmp_path / "bad.glb"))
+    r = cli("main.py", "--config", "configs/recon.yaml", f"input={tmp_path / 'bad.glb'}", f"outdir={tmp_path / 'o'}",
+            "save_path=x")
+    assert r.returncode != 0 and "does not decode" in r.stderr and "zero extent" not in r.stderr, r.stderr
+
+
 def test_gaussian_ply_input_is_normalised_and_rendered(tmp_path):
     g = make_gaussians(300, seed=0, opacity_range=(0.6, 0.9))
     with torch.no_grad():
