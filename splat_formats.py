@@ -66,6 +66,18 @@ def is_spz(path: str) -> bool:
     return head == b"NGSP" or (head[:2] == b"\x1f\x8b" and path.lower().endswith(".spz"))
 
 
+def sh_degree_of(params: dict) -> int:
+    """The SH degree of ``params`` (0-3, from shN's coefficients per channel); a one-line
+    SplatFormatError for no Gaussians or a count that is no degree."""
+    if len(params["means"]) == 0:
+        raise SplatFormatError("no Gaussians to write")
+    k = np.shape(params["shN"])[1]
+    degree = {0: 0, 3: 1, 8: 2, 15: 3}.get(k)
+    if degree is None:
+        raise SplatFormatError(f"{k} SH coefficients per channel match no SH degree 0..3")
+    return degree
+
+
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
@@ -143,10 +155,9 @@ def write_compressed_ply(params: dict, path: str):
     """``params`` (module docstring) as a PlayCanvas .compressed.ply, Gaussians in Morton order."""
     from io_utils import atomic_write
 
+    sh_degree_of(params)
     means = np.asarray(params["means"], np.float64)
     n = len(means)
-    if n == 0:
-        raise SplatFormatError("no Gaussians to write")
     order = morton_order(means)
     means = means[order]
     scales = np.asarray(params["scales"], np.float64)[order]
@@ -155,8 +166,6 @@ def write_compressed_ply(params: dict, path: str):
     colour = np.asarray(params["sh0"], np.float64).reshape(n, 3)[order] * SH_C0 + 0.5
     shN = np.asarray(params["shN"], np.float64)[order]
     n_rest = shN.shape[1] * 3
-    if n_rest not in SH_BANDS_OF_REST:
-        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
     n_chunks = (n + CHUNK - 1) // CHUNK
     chunk_of = np.arange(n) // CHUNK
 
@@ -380,14 +389,10 @@ def write_spz(params: dict, path: str, antialiased: bool = False):
 
     from io_utils import atomic_write
 
+    degree = sh_degree_of(params)
     means = np.asarray(params["means"], np.float64)
     n = len(means)
-    if n == 0:
-        raise SplatFormatError("no Gaussians to write")
     shN = np.asarray(params["shN"], np.float64)
-    degree = {v: d for d, v in SPZ_SH_COEFFS.items()}.get(shN.shape[1])
-    if degree is None:
-        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
     frac = 12
     fixed = np.round(means * (1 << frac)).astype(np.int64)
     if np.abs(fixed).max() >= 1 << 23:
@@ -526,14 +531,10 @@ def write_sog(params: dict, path: str):
 
     from io_utils import atomic_write
 
+    bands = sh_degree_of(params)
     means = np.asarray(params["means"], np.float64)
     n = len(means)
-    if n == 0:
-        raise SplatFormatError("no Gaussians to write")
     shN = np.asarray(params["shN"], np.float64)
-    bands = {c: b for b, c in enumerate(SOG_SH_COEFFS)}.get(shN.shape[1])
-    if bands is None:
-        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
     width = int(math.ceil(math.sqrt(n) / 4) * 4)
     height = int(math.ceil(n / width / 4) * 4)
     order = morton_order(means)
@@ -716,14 +717,10 @@ def write_gaussian_glb(params: dict, path: str):
 
     from io_utils import atomic_write
 
+    degree = sh_degree_of(params)
     means = np.asarray(params["means"], np.float32)
     n = len(means)
-    if n == 0:
-        raise SplatFormatError("no Gaussians to write")
     shN = np.asarray(params["shN"], np.float32)
-    degree = {0: 0, 3: 1, 8: 2, 15: 3}.get(shN.shape[1])
-    if degree is None:
-        raise SplatFormatError(f"{shN.shape[1]} SH coefficients per channel match no SH degree 0..3")
     sh0 = np.asarray(params["sh0"], np.float32).reshape(n, 3)
     alpha = sigmoid(np.asarray(params["opacities"], np.float64)).astype(np.float32)
     colour = np.clip(np.round(np.concatenate([sh0 * SH_C0 + 0.5, alpha[:, None]], 1) * 255), 0, 255).astype(np.uint8)

@@ -37,6 +37,7 @@ VARIANTS = {
                  "up_block_types": ("UpDecoderBlock2D",) * 3},  # one downsampling fewer: 16x16x4 latents
     # the shipped VAE's decoder trained on, its encoder frozen (as sd-vae-ft-mse): the shipped UNet stays valid
     "ft_decoder": {"_init": SHIPPED_VAE, "_part": "decoder", "_lr": 1e-3},
+    "ft_decoder_slow": {"_init": SHIPPED_VAE, "_part": "decoder", "_lr": 5e-4},  # a gentler rate (a second round)
     # the shipped VAE trained on as a whole: its latents move, a UNet must be trained anew on them
     "continued": {"_init": SHIPPED_VAE, "_part": "all", "_lr": 1e-3},
 }
@@ -112,6 +113,8 @@ def main(argv=None):
     ap.add_argument("--work", default=os.path.join(ROOT, "logs", "bench_toy_vae"), help="checkpoints (resumable)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--save", help="save each trained VAE here (a diffusers folder per variant)")
+    ap.add_argument("--init", help="start the variants that start from a trained VAE (ft_decoder, continued) from this "
+                    "VAE folder instead of the shipped one (e.g. a --save of an earlier run: a longer fine-tune)")
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -128,7 +131,9 @@ def main(argv=None):
         images = torch.load(args.data, weights_only=True)["images"]
     else:
         images = make_data(os.path.join(args.work, "data.pt"), args.objects, args.views)["images"]
-    results = {name: curve(name, VARIANTS[name], images, args) for name in args.variants}
+    variants = {name: ({**VARIANTS[name], "_init": args.init} if args.init and VARIANTS[name].get("_init")
+                       else VARIANTS[name]) for name in args.variants}
+    results = {name: curve(name, variants[name], images, args) for name in args.variants}
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("json", "work")}
     results["settings"]["torch_threads"] = torch.get_num_threads()
     print("| variant | parameters | latent | " + " | ".join(f"step {p['step']}" for p in results[args.variants[0]]["curve"])

@@ -18,6 +18,14 @@ SOURCE = os.path.join(DATA, "source.ply")  # 300 Gaussians, SH degree 1 (helpers
 SPLAT_TRANSFORM = os.path.join(ROOT, "tools", "node_modules", ".bin", "splat-transform")
 
 
+def assert_refused(tmp_path, cases):
+    """convert_splat on each (file name, words): exit 2, one line containing the words, nothing written."""
+    for name, words in cases:
+        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
+        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not os.path.exists(tmp_path / "x.ply")
+
+
 def splat_transform(*args):
     """Run the reference implementation (npm install --prefix tools @playcanvas/splat-transform@3.7.0)."""
     if not (os.path.isfile(SPLAT_TRANSFORM) and shutil.which("node")):
@@ -169,10 +177,7 @@ def test_damaged_sog_is_a_one_line_error(tmp_path):
         for name in z.namelist():
             if name != "means_u.webp":
                 out.writestr(name, z.read(name))
-    for name, words in (("cut.sog", "not a readable SOG bundle"), ("nomeans.sog", "lacks means_u.webp")):
-        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
-        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
-        assert not os.path.exists(tmp_path / "x.ply")
+    assert_refused(tmp_path, (("cut.sog", "not a readable SOG bundle"), ("nomeans.sog", "lacks means_u.webp")))
 
 
 def test_splat_transform_glb_decodes_to_its_source_turned_about_z():
@@ -224,20 +229,14 @@ def test_glb_that_is_a_mesh_or_damaged_is_a_one_line_error(tmp_path):
     import trimesh
 
     trimesh.creation.box().export(tmp_path / "box.glb")
-    for name, words in (("cut.glb", "truncated"), ("box.glb", "no KHR_gaussian_splatting primitive")):
-        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
-        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
-        assert not os.path.exists(tmp_path / "x.ply")
+    assert_refused(tmp_path, (("cut.glb", "truncated"), ("box.glb", "no KHR_gaussian_splatting primitive")))
 
 
 def test_damaged_spz_is_a_one_line_error(tmp_path):
     data = open(os.path.join(DATA, "st.spz"), "rb").read()
     (tmp_path / "cut.spz").write_bytes(data[:len(data) - 100])
     (tmp_path / "junk.spz").write_bytes(b"NGSP" + bytes(60))
-    for name, words in (("cut.spz", "truncated or inconsistent"), ("junk.spz", "not supported")):
-        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
-        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
-        assert not os.path.exists(tmp_path / "x.ply")
+    assert_refused(tmp_path, (("cut.spz", "truncated or inconsistent"), ("junk.spz", "not supported")))
 
 
 def test_damaged_compressed_ply_is_a_one_line_error(tmp_path):
@@ -246,10 +245,7 @@ def test_damaged_compressed_ply_is_a_one_line_error(tmp_path):
     head = data[:data.index(b"end_header")]
     (tmp_path / "bad.compressed.ply").write_bytes(head.replace(b"element chunk 2", b"element chunk 1")
                                                   + data[len(head):-72])  # one chunk row fewer, same body
-    for name, words in (("cut.compressed.ply", "truncated or damaged"), ("bad.compressed.ply", "chunks for 300")):
-        r = cli("scripts/convert_splat.py", str(tmp_path / name), "--out", str(tmp_path / "x.ply"))
-        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
-        assert not os.path.exists(tmp_path / "x.ply")
+    assert_refused(tmp_path, (("cut.compressed.ply", "truncated or damaged"), ("bad.compressed.ply", "chunks for 300")))
 
 
 def test_convert_splat_writes_by_the_destination_and_refuses_what_it_cannot(tmp_path):
