@@ -1,6 +1,6 @@
-"""Look at outputs in the browser: Gaussians (.ply / .splat), meshes (.obj / .glb / any mesh
-trimesh reads) and runs (<name>_run.json: its summary, and its Gaussians and final mesh), side
-by side in one scene.
+"""Look at outputs in the browser: Gaussians (any splat format: .ply, .compressed.ply, .splat,
+.spz, .sog, a splat .glb), meshes (.obj / .glb / any mesh trimesh reads) and runs
+(<name>_run.json: its summary, and its Gaussians and final mesh), side by side in one scene.
 
     python scripts/view.py logs/cat_model.ply logs/cat.glb [--port 8080] [--host 127.0.0.1]
     python scripts/view.py logs/cat_run.json logs/dog_run.json
@@ -28,7 +28,7 @@ def main(argv=None):
     from cli import PORT
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("paths", nargs="+", help=".ply/.splat Gaussians, meshes, or <name>_run.json files")
+    ap.add_argument("paths", nargs="+", help="Gaussians (any splat format), meshes, or <name>_run.json files")
     ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
     ap.add_argument("--port", type=PORT, default=8080)
     args = ap.parse_args(argv)
