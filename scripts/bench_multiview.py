@@ -192,7 +192,8 @@ def mesh_runs(args) -> dict:
         # the same config (recon's fitting settings, tuned for MSE to views), image mode from the few views
         image = run_stages(recon_cfg, [f"input=[{','.join(pngs)}]", "mode=image", "lambda_zero123=0", "lambda_sd=0",
                                        f"input_azimuths=[{','.join(f'{a:g}' for a in args.mesh_views)}]",
-                                       "recenter=false", "resolution_schedule=[64]", "save_path=views", *common])
+                                       "recenter=false", "resolution_schedule=[64]", "resolution_milestones=[]",
+                                       "save_path=views", *common])
         t1 = time.perf_counter()
         recon = run_stages(recon_cfg, [f"input={path}", "save_path=recon", *common])
         t2 = time.perf_counter()
