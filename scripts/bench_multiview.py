@@ -209,6 +209,27 @@ def mesh_runs(args) -> dict:
     return out
 
 
+def picture(results, seed: int, args, path: str, size: int = 96):
+    """A grid of one object's stage-1 meshes (every run and view set of the bench, seed 0) at
+    azimuths 0, 90, 180, 270, with its input views and the ground truth."""
+    from io_utils import load_image
+    from mesh import Mesh
+    from quickstart_pictures import draw, views
+
+    azimuths = [0.0, 90.0, 180.0, 270.0]
+    rows = []
+    for run in results["settings"]["runs"]:
+        for vs, azs in zip(results["settings"]["view_sets"], args.view_sets):
+            mesh = os.path.join(args.work, f"{seed}_{len(azs)}v_{run}_0_mesh.obj")
+            if os.path.isfile(mesh):
+                label = f"{run.replace('_', ' ')},\n{len(azs)} view{'s' if len(azs) > 1 else ''} ({vs})"
+                rows.append((label, views(Mesh.load(mesh), azimuths, size)))
+    rows.append(("ground truth", views(toy_objects.make_object(seed), azimuths, size)))
+    largest = max(args.view_sets, key=len)
+    inputs = [load_image(toy_objects.write_view(seed, os.path.join(args.work, "inputs"), a)) for a in largest]
+    draw(rows, inputs, azimuths, size, path)
+
+
 def main(argv=None):
     from cli import COUNT, NONNEG_INT
 
@@ -225,6 +246,8 @@ def main(argv=None):
     ap.add_argument("--reuse", action="store_true",
                     help="score the finished runs already in --work instead of running them again (a resumed bench)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--picture", nargs=2, metavar=("SEED", "PNG"),
+                    help="afterwards draw this object's meshes (seed 0 of every run and view set) into PNG")
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     check_seeds_and_model(args.seeds, args.model)
@@ -263,6 +286,8 @@ def main(argv=None):
         for k, v in results["summary"].items():
             if "/" not in k:
                 print(f"{k}: {v}")
+    if args.picture:
+        picture(results, int(args.picture[0]), args, args.picture[1])
     if args.meshes:
         results["meshes"] = mesh_runs(args)
     if args.json:
