@@ -271,10 +271,10 @@ def transforms_folder(tmp_path, camera_angle_x, same_centre=False):
     for i in range(3):
         Image.fromarray(img).save(folder / f"{i}.png")
         m = np.eye(4)
-        if not same_centre:
-            a = 2 * np.pi * i / 3
+        a = 2 * np.pi * i / 3
+        m[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+        if not same_centre:  # same_centre: a camera turning on one spot (three poses, one centre)
             m[:3, 3] = [2 * np.sin(a), 0, 2 * np.cos(a)]
-            m[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
         frames.append({"file_path": f"{i}.png", "transform_matrix": m.tolist()})
     (folder / "transforms.json").write_text(json.dumps({"camera_angle_x": camera_angle_x, "frames": frames}))
     return folder
