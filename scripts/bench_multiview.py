@@ -249,7 +249,8 @@ def main(argv=None):
     ap.add_argument("--picture", nargs=2, metavar=("SEED", "PNG"),
                     help="afterwards draw this object's meshes (seed 0 of every run and view set) into PNG")
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
-    args = ap.parse_args(argv)
+    ap.add_argument("overrides", nargs="*", help="config overrides for every toy run (key=value, e.g. ref_size=128)")
+    args = ap.parse_intermixed_args(argv)
     check_seeds_and_model(args.seeds, args.model)
     from io_utils import require_file
 
@@ -266,6 +267,7 @@ def main(argv=None):
     if not unseen:
         raise ValueError(f"no azimuth of {IOU_AZIMUTHS} is 90 degrees from every input view of {sets}")
     results = {"settings": {"runs": args.runs, "view_sets": sets, "repeats": args.repeats, "unseen_azimuths": unseen,
+                            "overrides": list(args.overrides),
                             "model": args.model, "torch_threads": torch.get_num_threads()}}
     for seed in args.seeds:
         entry = results[str(seed)] = {run: {} for run in args.runs}
@@ -273,7 +275,7 @@ def main(argv=None):
             for vs, azimuths in zip(sets, args.view_sets):
                 rows = entry[run][vs] = []
                 for r in range(args.repeats):
-                    rows.append(toy_run(run, seed, azimuths, r, args, unseen))
+                    rows.append(toy_run(run, seed, azimuths, r, args, unseen, args.overrides))
                     print(f"{seed} {run} [{vs}] repeat {r}: " + ", ".join(
                         f"{k} {v:.3f}" for k, v in rows[-1].items() if isinstance(v, float)), file=sys.stderr)
         if args.json:
