@@ -358,52 +358,37 @@ class GaussianModel:
         out["sh_degree"] = self.sh_degree
         return out
 
-    # file name endings -> format; checked longest first (.compressed.ply before .ply)
-    WRITABLE = (".compressed.ply", ".ply", ".splat", ".spz", ".sog", ".glb")
-
     @classmethod
     def load(cls, path: str, device="cpu") -> "GaussianModel":
         """A .ply (the standard 3DGS layout, or PlayCanvas's compressed one, told apart by its
         content), a .splat, a Niantic .spz, a PlayCanvas .sog bundle or a glTF .glb with a
         KHR_gaussian_splatting primitive (these three also told by their content)."""
-        from splat_formats import (is_compressed_ply, is_gaussian_glb, is_sog, is_spz, read_compressed_ply,
-                                   read_gaussian_glb, read_sog, read_spz)
+        import splat_formats as sf
 
-        if path.lower().endswith(".splat"):
+        fmt = sf.format_of(path)
+        if fmt == "splat":
             return cls.load_splat(path, device=device)
-        if path.lower().endswith(".glb") or is_gaussian_glb(path):
-            require_file(path, "Gaussian .glb")
-            return cls.from_arrays(read_gaussian_glb(path), device)
-        if path.lower().endswith(".sog") or is_sog(path):
-            require_file(path, "Gaussian .sog")
-            return cls.from_arrays(read_sog(path), device)
-        if path.lower().endswith(".spz") or is_spz(path):
-            require_file(path, "Gaussian .spz")
-            return cls.from_arrays(read_spz(path), device)
-        require_file(path, "Gaussian .ply")
-        if is_compressed_ply(path):
-            return cls.from_arrays(read_compressed_ply(path), device)
-        return cls.load_ply(path, device=device)
+        require_file(path, f"Gaussian .{fmt}")
+        if fmt == "ply":
+            return cls.load_ply(path, device=device)
+        read = {"compressed.ply": sf.read_compressed_ply, "spz": sf.read_spz, "sog": sf.read_sog,
+                "glb": sf.read_gaussian_glb}[fmt]
+        return cls.from_arrays(read(path), device)
 
     def save(self, path: str):
-        """Write by the file name's ending: .compressed.ply, .ply (standard 3DGS), .splat, .spz, .sog or
-        .glb (KHR_gaussian_splatting); any
-        other ending is a one-line ValueError (never a file in another format under that name)."""
-        from splat_formats import write_compressed_ply, write_gaussian_glb, write_sog, write_spz
+        """Write by the file name's ending (splat_formats.GAUSSIAN_EXTENSIONS: .compressed.ply, .ply
+        (standard 3DGS), .splat, .spz, .sog, .glb with KHR_gaussian_splatting); any other ending is a
+        one-line ValueError (never a file in another format under that name)."""
+        import splat_formats as sf
 
-        low = path.lower()
-        if low.endswith(".glb"):
-            return write_gaussian_glb(self.arrays(), path)
-        if low.endswith(".sog"):
-            return write_sog(self.arrays(), path)
-        if low.endswith(".compressed.ply"):
-            write_compressed_ply(self.arrays(), path)
-        elif low.endswith(".spz"):
-            write_spz(self.arrays(), path)
-        elif low.endswith(".ply"):
-            self.save_ply(path)
-        elif low.endswith(".splat"):
-            self.save_splat(path)
-        else:
+        ext = next((e for e in sf.GAUSSIAN_EXTENSIONS if path.lower().endswith(e)), None)
+        if ext is None:
             raise ValueError(f"{path}: cannot write Gaussians as '{os.path.splitext(path)[1] or path}'; "
-                             f"writable: {', '.join(self.WRITABLE)}")
+                             f"writable: {', '.join(sf.GAUSSIAN_EXTENSIONS)}")
+        if ext == ".ply":
+            return self.save_ply(path)
+        if ext == ".splat":
+            return self.save_splat(path)
+        write = {".compressed.ply": sf.write_compressed_ply, ".spz": sf.write_spz, ".sog": sf.write_sog,
+                 ".glb": sf.write_gaussian_glb}[ext]
+        write(self.arrays(), path)

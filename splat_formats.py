@@ -35,6 +35,11 @@ CHUNK_PROPS = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
                "min_r", "min_g", "min_b", "max_r", "max_g", "max_b"]
 VERTEX_PROPS = ["packed_position", "packed_rotation", "packed_scale", "packed_color"]
 SH_BANDS_OF_REST = {0: 0, 9: 1, 24: 2, 45: 3}  # number of f_rest_* -> SH degree
+# the file name endings of every Gaussian format read and written (longest first: .compressed.ply
+# before .ply); a .ply, .glb, .spz or .sog is also told by its content (format_of)
+GAUSSIAN_EXTENSIONS = (".compressed.ply", ".ply", ".splat", ".spz", ".sog", ".glb")
+# the indices of the three other quaternion components, by the index of the largest (smallest-three packings)
+OTHERS = np.array([[i for i in range(4) if i != m] for m in range(4)])
 
 
 class SplatFormatError(ValueError):
@@ -64,6 +69,21 @@ def is_spz(path: str) -> bool:
     except OSError:
         return False
     return head == b"NGSP" or (head[:2] == b"\x1f\x8b" and path.lower().endswith(".spz"))
+
+
+def format_of(path: str) -> str:
+    """Which Gaussian format ``path`` holds, as GaussianModel reads it: "splat" by the name; "glb",
+    "sog", "spz" by the name or the content; else "compressed.ply" or "ply" by the content."""
+    low = path.lower()
+    if low.endswith(".splat"):
+        return "splat"
+    if low.endswith(".glb") or is_gaussian_glb(path):
+        return "glb"
+    if low.endswith(".sog") or is_sog(path):
+        return "sog"
+    if low.endswith(".spz") or is_spz(path):
+        return "spz"
+    return "compressed.ply" if is_compressed_ply(path) else "ply"
 
 
 def sh_degree_of(params: dict) -> int:
@@ -119,7 +139,7 @@ def _pack_rotation(q: np.ndarray) -> np.ndarray:
     largest = np.abs(q).argmax(1)
     q = np.where(q[np.arange(len(q)), largest][:, None] < 0, -q, q)
     out = largest.astype(np.uint32)
-    others = np.array([[i for i in range(4) if i != m] for m in range(4)])[largest]  # [N,3]
+    others = OTHERS[largest]  # [N,3]
     for j in range(3):  # the other three in order, 10 bits each
         comp = q[np.arange(len(q)), others[:, j]]
         out = (out << np.uint32(10)) | _unorm(comp * (math.sqrt(2) * 0.5) + 0.5, 10)
@@ -134,7 +154,7 @@ def _unpack_rotation(p: np.ndarray) -> np.ndarray:
     m = np.sqrt(np.maximum(0, 1 - (a * a + b * b + c * c)))
     largest = (p >> np.uint32(30)).astype(np.int64)
     q = np.zeros((len(p), 4))
-    others = np.array([[i for i in range(4) if i != k] for k in range(4)])[largest]
+    others = OTHERS[largest]
     rows = np.arange(len(p))
     q[rows, largest] = m
     for j, v in enumerate((a, b, c)):
@@ -556,7 +576,7 @@ def write_sog(params: dict, path: str):
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     largest = np.abs(q).argmax(1)
     q = q * (np.where(q[np.arange(n), largest] < 0, -1.0, 1.0) * math.sqrt(2))[:, None]
-    others = np.array([[i for i in range(4) if i != m] for m in range(4)])[largest]
+    others = OTHERS[largest]
     qb = [np.trunc(255 * (q[np.arange(n), others[:, j]] * 0.5 + 0.5)).clip(0, 255).astype(np.uint8) for j in range(3)]
     files["quats.webp"] = texture(qb + [(252 + largest).astype(np.uint8)])
     s_code, s_lab = _kmeans1d(np.asarray(params["scales"], np.float64))
@@ -641,7 +661,7 @@ def read_sog(path: str) -> dict:
     largest = np.clip(tag - 252, 0, 3)
     abc = (qt[:, :3] / 255 * 2 - 1) / math.sqrt(2)
     quats = np.zeros((n, 4))
-    others = np.array([[i for i in range(4) if i != m] for m in range(4)])[largest]
+    others = OTHERS[largest]
     rows = np.arange(n)
     for j in range(3):
         quats[rows, others[:, j]] = abc[:, j]

@@ -163,6 +163,11 @@ class InputView:
     rgb: torch.Tensor  # [3,S,S] in [0,1]
     mask: torch.Tensor  # [1,S,S] in [0,1]
 
+    @property
+    def on_white(self) -> torch.Tensor:
+        """The view composited on white, as the renders it is compared with."""
+        return self.rgb * self.mask + (1 - self.mask)
+
 
 def check_input_count(cfg):
     """Several input images are image mode's, with a prior that can take them: a one-line error
@@ -191,7 +196,6 @@ class Context:
         self.device = pick_device(cfg.device)
         seed_everything(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.ref = None  # (camera, rgb [3,S,S], mask [1,S,S]) of the (first) input view (image mode)
         self.refs = []  # InputView of every input view (image mode; one unless input= lists several)
         self.elevation = float(cfg.elevation)  # the (first) input view's elevation: novel views orbit around it
         self.views = None
@@ -207,7 +211,6 @@ class Context:
                 cam = Camera.orbit(el, az, cfg.radius, cfg.fovy, cfg.ref_size)
                 self.refs.append(InputView(path, az, el, cam, rgb.to(self.device), mask.to(self.device)))
             self.elevation = self.refs[0].elevation
-            self.ref = (self.refs[0].camera, self.refs[0].rgb, self.refs[0].mask)
         elif cfg.mode == "recon":
             from views import load_views
 
@@ -217,6 +220,11 @@ class Context:
             self.warn(w)
         self._guidance = None
         self._build_guidance = build_guidance  # (cfg, device, views) -> guidance; None: guidance.build_guidance
+
+    @property
+    def ref(self):
+        """(camera, rgb [3,S,S], mask [1,S,S]) of the (first) input view (image mode), else None."""
+        return (self.refs[0].camera, self.refs[0].rgb, self.refs[0].mask) if self.refs else None
 
     def warn(self, text: str):
         """``warning: text``: on stderr where the log is the terminal (print), so that a user who
@@ -335,8 +343,7 @@ class Stage1:
             ramp = step_ratio if cfg.warmup_rgb_loss else 1.0  # both weights ramp in, as the reference
             for ref in self.ctx.refs:  # several views: each its own loss, as the one view has
                 out = self.render(ref.camera)
-                target = ref.rgb * ref.mask + (1 - ref.mask)  # white background, as rendered
-                loss = loss + ramp * (cfg.lambda_rgb * F.mse_loss(out["image"], target)
+                loss = loss + ramp * (cfg.lambda_rgb * F.mse_loss(out["image"], ref.on_white)
                                       + cfg.lambda_mask * F.mse_loss(out["alpha"], ref.mask))
         views = self.ctx.sample_views(resolution_at(cfg, step_ratio))
         images = []
@@ -553,8 +560,7 @@ class Stage2:
         for ref in self.ctx.refs if cfg.lambda_ref_view else []:  # each input view, where the surface faces it
             out = self.render(ref.camera)
             valid = ((out["alpha"] > 0) & (out["viewcos"][None] > 0.5)).float()
-            target = ref.rgb * ref.mask + 1 - ref.mask
-            loss = loss + cfg.lambda_ref_view * F.mse_loss(out["image"] * valid, target * valid)
+            loss = loss + cfg.lambda_ref_view * F.mse_loss(out["image"] * valid, ref.on_white * valid)
         views = self.ctx.sample_views(cfg.refine_resolution)
         if cfg.refine_white_bg:  # the reference refines on white
             for v in views:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cameras import Camera
+from splat_formats import GAUSSIAN_EXTENSIONS, is_compressed_ply, is_gaussian_glb, is_sog, is_spz
 
 
 class ViewsError(ValueError):
@@ -254,16 +255,11 @@ def load_views(source: str, cfg, device="cpu") -> PosedViews:
                      f"({' '.join(MESH_EXTENSIONS)}) or Gaussians ({' '.join(GAUSSIAN_EXTENSIONS)})")
 
 
-GAUSSIAN_EXTENSIONS = (".ply", ".compressed.ply", ".splat", ".spz", ".sog", ".glb")  # .ply / .glb: by content
-
-
 def is_gaussian_file(path: str) -> bool:
     """Gaussians rather than a mesh: a .splat, .spz or .sog, a 3DGS .ply (standard or compressed),
     or a .glb with a KHR_gaussian_splatting primitive."""
-    from splat_formats import is_gaussian_glb, is_sog, is_spz
-
     ext = os.path.splitext(path)[1].lower()
-    if ext in (".splat", ".spz", ".sog"):
+    if ext in (".splat", ".spz", ".sog"):  # only Gaussians have these endings
         return True
     if ext == ".ply":
         return is_gaussian_ply(path)
@@ -284,5 +280,4 @@ def is_gaussian_ply(path: str) -> bool:
     header = head[:end if end >= 0 else len(head)].decode("ascii", errors="replace").split("\n")
     props = {ln.split()[-1] for ln in header if ln.startswith("property")}
     faces = any(ln.startswith("element face") and ln.split()[-1] != "0" for ln in header)
-    compressed = any(ln.startswith("element chunk") for ln in header) and "packed_position" in props
-    return not faces and ({"opacity", "scale_0"} <= props or compressed)
+    return not faces and ({"opacity", "scale_0"} <= props or is_compressed_ply(path))

@@ -117,6 +117,7 @@ class Zero123Guidance(DiffusionGuidance):
     def __init__(self, model_path, stable=False, resolution=0, **kw):
         self.stable = stable
         self.embeddings = None
+        self.input_angles = []  # (azimuth, elevation) of each input view, the first at azimuth 0 (prepare)
         self.resolution = int(resolution)
         if self.resolution < 0:
             raise ValueError(f"zero123_resolution must be 0 (the checkpoint's own) or a positive size, got {resolution}")
@@ -179,14 +180,13 @@ class Zero123Guidance(DiffusionGuidance):
             lats.append(self.encode(x, sample=True) / self.vae.config.scaling_factor)  # unscaled, as Zero123
         self.embeddings = (torch.cat(clips), torch.cat(lats))
         self.input_angles = [(float(v["azimuth"]), float(v["elevation"])) for v in inputs]
-        self.input_elevation = self.input_angles[0][1]
         self.input_radius = radius
         return self
 
     def nearest_input(self, views) -> list:
         """For each view, the index of the input view nearest in angle (the angle between the two
         viewing directions on the orbit sphere; 0 with one input)."""
-        angles = getattr(self, "input_angles", [(0.0, self.input_elevation)])
+        angles = self.input_angles
         if len(angles) == 1:
             return [0] * len(views)
 
@@ -207,8 +207,7 @@ class Zero123Guidance(DiffusionGuidance):
         if self.embeddings is None:
             raise RuntimeError("Zero123Guidance.prepare(image=...) must be called before use")
         r0 = self.input_radius if self.input_radius is not None else (views[0].radius or 0.0)
-        angles = getattr(self, "input_angles", [(0.0, self.input_elevation)])
-        ref = [angles[k] for k in self.nearest_input(views)]
+        ref = [self.input_angles[k] for k in self.nearest_input(views)]
         return camera_embedding([v.elevation - el for v, (_, el) in zip(views, ref)],
                                 [v.azimuth - az for v, (az, _) in zip(views, ref)],
                                 [(v.radius or r0) - r0 for v in views], [el for _, el in ref], self.stable)

@@ -22,9 +22,6 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-READABLE = (".compressed.ply", ".ply", ".splat", ".spz", ".sog", ".glb")
-
-
 def convert(src: str, dst: str) -> int:
     from gaussians import GaussianModel
 
@@ -35,9 +32,9 @@ def convert(src: str, dst: str) -> int:
 
 
 def writable(path: str) -> bool:
-    from gaussians import GaussianModel
+    from splat_formats import GAUSSIAN_EXTENSIONS
 
-    return path.lower().endswith(GaussianModel.WRITABLE)
+    return path.lower().endswith(GAUSSIAN_EXTENSIONS)
 
 
 def default_output(src: str, outdir: str | None) -> str:
@@ -60,15 +57,15 @@ def main(argv=None):
     if args.out and len(args.inputs) > 1:
         print("error: --out takes one input; use --outdir for several", file=sys.stderr)
         return 2
-    from gaussians import GaussianModel
+    from splat_formats import GAUSSIAN_EXTENSIONS
 
     if args.out and not writable(args.out):
         print(f"error: {args.out}: cannot write Gaussians as '{os.path.splitext(args.out)[1] or args.out}'; writable: "
-              f"{', '.join(GaussianModel.WRITABLE)}", file=sys.stderr)
+              f"{', '.join(GAUSSIAN_EXTENSIONS)}", file=sys.stderr)
         return 2
     for src in args.inputs:
-        if not src.lower().endswith(READABLE):
-            print(f"error: {src}: expected a {', '.join(READABLE)} file", file=sys.stderr)
+        if not src.lower().endswith(GAUSSIAN_EXTENSIONS):
+            print(f"error: {src}: expected a {', '.join(GAUSSIAN_EXTENSIONS)} file", file=sys.stderr)
             return 2
         dst = args.out or default_output(src, args.outdir)
         try:

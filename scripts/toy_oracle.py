@@ -61,12 +61,12 @@ class OracleZero123(Zero123Guidance):
         """The cameras the embeddings of ``views`` describe, read back with Zero123's convention
         (``size`` pixels square; default the prior's resolution)."""
         r0 = self.input_radius if self.input_radius is not None else (views[0].radius or toy_objects.RADIUS)
-        angles = getattr(self, "input_angles", [(0.0, self.input_elevation)])
         size = size or self.image_size
         out = []
         seen = [replace(v, azimuth=-v.azimuth) for v in views] if self.mirror_azimuth else views  # as camera_T sees them
         for T, k in zip(self.camera_T(views).tolist(), self.nearest_input(seen)):  # relative to its input view
-            cond = orbit_camera(angles[k][1], angles[k][0], r0)
+            az, el = self.input_angles[k]
+            cond = orbit_camera(el, az, r0)
             out.append(Camera(toy_objects.camera_from_zero123_T(T, cond, r0 if self.stable else None),
                               torch.pi * self.fovy / 180, size, size))
         return out

@@ -157,8 +157,9 @@ def train_vae(vae, images, steps, batch, lr, work, seed, stop=None, part="all"):
     if "rng" in state:
         g.set_state(state["rng"])
     vae.train()
-    if part == "decoder":
-        vae.encoder.eval(), vae.quant_conv.eval()
+    if part == "decoder":  # the frozen half runs as at inference
+        vae.encoder.eval()
+        vae.quant_conv.eval()
     end = steps if stop is None else min(stop, steps)
     bar = progress(range(state["step"], end), "vae", total=steps, initial=state["step"])
     for step in bar:
