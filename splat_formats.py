@@ -703,14 +703,16 @@ def read_sog(path: str) -> dict:
 # The Khronos extension (ratified), laid out as @playcanvas/splat-transform 3.7.0 writes it: one
 # point primitive (mode 0) carrying the extension object (kernel "ellipse", colorSpace
 # "srgb_rec709_display", sortingMethod "cameraDistance", projection "perspective") and float
-# attributes POSITION (VEC3, with min/max), KHR_gaussian_splatting:ROTATION (VEC4 x, y, z, w),
+# attributes POSITION (VEC3, with min/max), KHR_gaussian_splatting:ROTATION (VEC4 x, y, z, w; unit
+# quaternions, as the ratified text requires: splat-transform 3.7.0 copies them unnormalised),
 # KHR_gaussian_splatting:SCALE (VEC3, linear: exp of the log scale), KHR_gaussian_splatting:OPACITY
 # (SCALAR, sigmoid of the logit), KHR_gaussian_splatting:SH_DEGREE_0_COEF_0 (VEC3 f_dc) and
 # SH_DEGREE_l_COEF_n (VEC3 r, g, b of each higher coefficient), plus COLOR_0 (VEC4 normalised u8:
 # 0.5 + SH_C0 * f_dc, alpha the opacity) as the point-cloud fallback. Positions are in glTF's frame,
 # which is this project's (+y up, as its meshes); nothing is rotated. (splat-transform rotates a
 # .ply 180 degrees about z on the way to .glb: it takes a .ply to be y-down, as 3DGS training
-# output from COLMAP is.) Everything is kept, as float32.
+# output from COLMAP is.) Everything is kept, as float32 (the quaternions' length, which the
+# rasterisers ignore, excepted).
 GLTF_EXT = "KHR_gaussian_splatting"
 SH_COEFS_PER_DEGREE = [1, 3, 5, 7]
 
@@ -730,6 +732,16 @@ def is_gaussian_glb(path: str) -> bool:
         return False
 
 
+def unit_quats(q) -> np.ndarray:
+    """3DGS quaternions (w, x, y, z; any length: the rasteriser normalises) as unit quaternions, a
+    zero one as the identity. The ratified KHR_gaussian_splatting requires unit rotations (renderers
+    use them without renormalising: Babylon.js packs q * 127.5 + 127.5 into a byte)."""
+    q = np.asarray(q, np.float64)
+    norm = np.linalg.norm(q, axis=1, keepdims=True)
+    out = np.where(norm > 0, q / np.where(norm > 0, norm, 1), np.array([[1.0, 0.0, 0.0, 0.0]]))
+    return out.astype(np.float32)
+
+
 def write_gaussian_glb(params: dict, path: str):
     """``params`` as a .glb with one KHR_gaussian_splatting point primitive (see above)."""
     import json
@@ -745,7 +757,7 @@ def write_gaussian_glb(params: dict, path: str):
     alpha = sigmoid(np.asarray(params["opacities"], np.float64)).astype(np.float32)
     colour = np.clip(np.round(np.concatenate([sh0 * SH_C0 + 0.5, alpha[:, None]], 1) * 255), 0, 255).astype(np.uint8)
     segments = [("POSITION", means, 5126, "VEC3"), ("COLOR_0", colour, 5121, "VEC4"),
-                (f"{GLTF_EXT}:ROTATION", np.asarray(params["quats"], np.float32)[:, [1, 2, 3, 0]], 5126, "VEC4"),
+                (f"{GLTF_EXT}:ROTATION", unit_quats(params["quats"])[:, [1, 2, 3, 0]], 5126, "VEC4"),
                 (f"{GLTF_EXT}:SCALE", np.exp(np.asarray(params["scales"], np.float32)), 5126, "VEC3"),
                 (f"{GLTF_EXT}:OPACITY", alpha, 5126, "SCALAR"), (f"{GLTF_EXT}:SH_DEGREE_0_COEF_0", sh0, 5126, "VEC3")]
     k = 0

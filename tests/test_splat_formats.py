@@ -214,13 +214,47 @@ def test_our_glb_round_trips_and_validates_as_the_reference_does(tmp_path):
     src = GaussianModel.load(SOURCE)
     src.save(str(tmp_path / "ours.glb"))
     dec, a = GaussianModel.load(str(tmp_path / "ours.glb")).arrays(), src.arrays()
-    for k in ("means", "scales", "quats", "opacities", "sh0", "shN"):
+    for k in ("means", "scales", "opacities", "sh0", "shN"):
         np.testing.assert_allclose(dec[k], a[k], atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(dec["quats"], unit(a["quats"]), atol=1e-6)  # unit, as the extension requires
     ours, theirs = gltf_validator_codes(str(tmp_path / "ours.glb")), gltf_validator_codes(os.path.join(DATA, "st.glb"))
     assert ours["errors"] == theirs["errors"] == 7 and ours["warnings"] == theirs["warnings"] == 0, (ours, theirs)
     for report in (ours, theirs):
         assert all(m["code"] == "MESH_PRIMITIVE_INVALID_ATTRIBUTE" and "KHR_gaussian_splatting:" in m["pointer"]
                    for m in report["messages"]), report
+
+
+def babylon_rows(path, tmp_path):
+    """The splat rows Babylon.js's glTF loader (its KHR_gaussian_splatting extension) decodes from
+    ``path``, read through tools/babylon_splat.mjs (headless), as a .splat structured array."""
+    node = shutil.which("node")
+    if not (node and os.path.isdir(os.path.join(ROOT, "tools", "node_modules", "@babylonjs", "loaders"))):
+        pytest.skip("Babylon.js not installed (npm install --prefix tools @babylonjs/core@9.28.0 "
+                    "@babylonjs/loaders@9.28.0 babylonjs-gltf2interface@9.28.0)")
+    out = tmp_path / "babylon.splat"
+    r = subprocess.run([node, os.path.join(ROOT, "tools", "babylon_splat.mjs"), path, str(out)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return np.fromfile(out, GaussianModel.SPLAT_DTYPE)
+
+
+def test_babylon_reads_our_glb_as_the_gaussians_we_wrote(tmp_path):
+    """A viewer that reads KHR_gaussian_splatting: Babylon.js 9.28's glTF loader takes our .glb to the
+    Gaussians we wrote, in our order: positions and linear scales exactly, colour (0.5 + SH_C0 f_dc)
+    and opacity to its byte, rotations to its byte (it packs q * 127.5 + 127.5 unnormalised, so the
+    unit quaternions the extension requires are what make this hold)."""
+    a = GaussianModel.load(SOURCE).arrays()
+    path = str(tmp_path / "ours.glb")
+    GaussianModel.from_arrays(a).save(path)
+    rows = babylon_rows(path, tmp_path)
+    assert len(rows) == len(a["means"])
+    np.testing.assert_array_equal(rows["position"], a["means"])
+    np.testing.assert_allclose(rows["scale"], np.exp(a["scales"]), rtol=1e-6)
+    rgb = np.clip((0.5 + 0.28209479177387814 * a["sh0"].reshape(-1, 3)) * 255, 0, 255)
+    assert np.abs(rows["rgba"][:, :3] - rgb).max() <= 0.51
+    assert np.abs(rows["rgba"][:, 3] - 255 / (1 + np.exp(-a["opacities"]))).max() <= 0.51
+    q = unit(a["quats"])  # w, x, y, z, as Babylon's rows
+    assert np.abs((rows["rot"].astype(np.float64) - 127.5) / 127.5 - q).max() <= 0.51 / 127.5
 
 
 def test_glb_that_is_a_mesh_or_damaged_is_a_one_line_error(tmp_path):
