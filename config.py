@@ -241,7 +241,7 @@ RULES = {
     "bake_grazing_cos": _num(-1, 1, hi_open=True), "bake_blend": _choice("first", "weighted"), "mesh": _any,
     "iters_refine": _num(0, integer=True), "texture_lr": NONNEG, "texture_logits": _any, "train_geo": _any,
     "geom_lr": NONNEG, "refine_strength_start": FRACTION, "refine_strength_end": FRACTION,
-    "refine_inference_steps": COUNT, "refine_resolution": COUNT, "refine_white_bg": _any, "lambda_refine": NONNEG, "refine_residual": _any,
+    "refine_inference_steps": COUNT, "refine_resolution": COUNT, "refine_white_bg": _any, "lambda_refine": NONNEG,
     "lambda_ref_view": NONNEG,
 }
 

@@ -569,8 +569,6 @@ class Stage2:
         strength = cfg.refine_strength_start + (cfg.refine_strength_end - cfg.refine_strength_start) * step_ratio
         with torch.no_grad():
             targets = self.ctx.guidance.refine(images.detach(), views, strength, cfg.refine_inference_steps)
-            if cfg.refine_residual:  # keep only what the prior changes, not what its VAE loses
-                targets = images.detach() + (targets.to(images) - self.ctx.guidance.round_trip(images.detach()).to(images))
         loss = loss + cfg.lambda_refine * F.mse_loss(images, targets.to(images))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

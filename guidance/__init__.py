@@ -6,9 +6,6 @@ Every guidance has the same small interface:
     train_step(images, views, step_ratio) -> loss  stage 1 (SDS for diffusion priors); loss.backward()
                                                    sends the gradient into ``images``
     refine(images, views, strength, steps) -> images   stage 2: SDEdit-style targets for an MSE loss
-    round_trip(images) -> images                   what the prior's own autoencoder makes of the renders
-                                                   (identity where there is none; stage 2's
-                                                   refine_residual subtracts it)
     sample_views(batch, rng, orbit) -> list[View]  cameras it wants rendered (default: ``batch``
                                                    random views of ``orbit``, a cameras.OrbitSampler;
                                                    multi-view priors: 4 views of each object)
@@ -40,9 +37,6 @@ class Guidance:
 
     def refine(self, images, views, strength: float, steps: int):
         raise NotImplementedError
-
-    def round_trip(self, images):
-        return images
 
 
 class ModelNotFoundError(RuntimeError):
@@ -137,7 +131,3 @@ class WeightedGuidance(Guidance):
     def refine(self, images, views, strength, steps):
         total = sum(w for w, _ in self.parts)
         return sum(w * g.refine(images, views, strength, steps) for w, g in self.parts) / total
-
-    def round_trip(self, images):
-        total = sum(w for w, _ in self.parts)
-        return sum(w * g.round_trip(images) for w, g in self.parts) / total

@@ -168,13 +168,6 @@ class DiffusionGuidance(Guidance):
         out = self.decode(latents)
         return F.interpolate(out, images.shape[-2:], mode="bilinear", align_corners=False)
 
-    def round_trip(self, images):
-        """The renders through the VAE as ``refine`` sees them (resized to image_size, encoded to the
-        posterior mean, decoded, resized back): the part of a refined image that is the VAE's own
-        error, not the prior's correction."""
-        out = self.decode(self.encode(images, sample=False))
-        return F.interpolate(out.float(), images.shape[-2:], mode="bilinear", align_corners=False)
-
     def cfg_combine(self, eps):
         cond, uncond = eps.chunk(2)
         return uncond + self.guidance_scale * (cond - uncond)

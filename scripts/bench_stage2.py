@@ -41,8 +41,6 @@ VARIANTS = {
     "256 px, lr 0.2": ((), ("texture_lr=0.2",)),
     "reference: 512 px, 1024 tex, lr 0.2, 50 steps": (REFERENCE_EXPORT, REFERENCE_REFINE),
     "reference, lr 0.02": (REFERENCE_EXPORT, REFERENCE_REFINE[:-1] + ("texture_lr=0.02",)),
-    "toy.yaml, residual targets": ((), ("refine_residual=true",)),
-    "256 px, lr 0.2, residual targets": ((), ("refine_residual=true", "texture_lr=0.2")),
 }
 
 
