@@ -128,19 +128,20 @@ def check_seeds_and_model(seeds, model: str):
         raise ValueError(f"no toy model at {model} (python scripts/train_toy_prior.py --out {model})")
 
 
-def run_stages(cfg_path, overrides, stage2=False, build_guidance=None, log=lambda *a: None) -> dict:
+def run_stages(cfg_path, overrides, stage2=False, build_guidance=None, log=lambda *a: None, stage1=True) -> dict:
     """Stage 1 (and with ``stage2`` stage 2) in this process, as main.py / main2.py run them; with
     ``build_guidance`` (e.g. toy_oracle.oracle_builder) that guidance replaces the configured prior.
-    Returns the output paths (trainer.output_paths)."""
+    ``stage1=False``: stage 2 only, on the stage-1 outputs already there. Returns the output paths
+    (trainer.output_paths)."""
     from config import load_config
-    from trainer import Context, Stage1, Stage2
+    from trainer import Context, Stage1, Stage2, output_paths
 
     cfg = load_config(cfg_path, overrides)
-    s1 = Stage1(cfg, log=log, context=Context(cfg, log, build_guidance))
-    s1.run()
+    if stage1:
+        Stage1(cfg, log=log, context=Context(cfg, log, build_guidance)).run()
     if stage2:
         Stage2(cfg, log=log, context=Context(cfg, log, build_guidance)).run()
-    return s1.paths
+    return output_paths(cfg)
 
 
 def run_overrides(run, seed, repeat, example, model, untrained, work) -> list:
@@ -173,8 +174,9 @@ def one_run(run, seed, repeat, example, model, untrained, work, cfg_path, extra,
     base = os.path.join(work, f"{seed}_{run}_{repeat}")
     final = base + (".obj" if stage2 else "_mesh.obj")
     try:
-        if not (reuse and os.path.isfile(final)):
-            run_stages(cfg_path, overrides, stage2, build)
+        if not (reuse and os.path.isfile(final)):  # stage 1 does not decode: its outputs serve a new decoder
+            have_stage1 = reuse and os.path.isfile(base + "_mesh.obj") and os.path.isfile(base + "_run.json")
+            run_stages(cfg_path, overrides, stage2, build, stage1=not have_stage1)
     except NoSurfaceError as e:
         return {**failed_metrics(str(e)), "seconds": round(time.perf_counter() - t0, 1)}
     gt = Mesh.load(ply)

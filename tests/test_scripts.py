@@ -161,3 +161,31 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     r = run("scripts/gpu_check.py", "--out", str(tmp_path / "x.json"))
     if not torch.cuda.is_available():
         assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_finetune_toy_decoder_trains_the_decoder_only_and_records_it(tmp_path):
+    """The shipped prior's VAE, a few decoder steps on 2 training objects: the encoder (so the latents
+    the UNet knows, and stage 1) bit-identical, the decoder moved, the run appended to training.json;
+    a second run without --again is a one-line refusal that leaves the folder as it was."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    model = tmp_path / "toy"
+    shutil.copytree(os.path.join(ROOT, "models", "toy-zero123", "vae"), model / "vae")
+    shutil.copy(os.path.join(ROOT, "models", "toy-zero123", "training.json"), model / "training.json")
+    before = load_file(str(model / "vae" / "diffusion_pytorch_model.safetensors"))
+    args = ["scripts/finetune_toy_decoder.py", "--model", str(model), "--work", str(tmp_path / "work"), "--objects", "2",
+            "--views", "2", "--steps", "3", "--batch", "2", "--eval-objects", "1", "--threads", "1"]
+    r = run(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = load_file(str(model / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert before.keys() == after.keys()
+    for k in before:  # each trained tensor moved, each frozen one is bit-identical
+        assert torch.equal(before[k], after[k]) != k.startswith(("decoder.", "post_quant_conv.")), k
+    runs = json.load(open(model / "training.json"))["decoder_finetune"]
+    assert len(runs) == 1 and runs[0]["steps"] == 3 and set(runs[0]["heldout_roundtrip"]) >= {"before", "after"}
+    r = run(*args)
+    assert r.returncode == 2 and "--again" in r.stderr and "Traceback" not in r.stderr
+    assert len(json.load(open(model / "training.json"))["decoder_finetune"]) == 1
