@@ -102,6 +102,10 @@ def main(argv=None):
     tmp = vae_dir.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp, safe_serialization=True)
+    config_path = os.path.join(tmp, "config.json")  # as train_toy_prior writes it: no local path inside
+    config = json.load(open(config_path))
+    config.pop("_name_or_path", None)
+    write_json(config_path, config)
     old = vae_dir.rstrip("/") + ".old"
     shutil.rmtree(old, ignore_errors=True)
     os.replace(vae_dir, old)
