@@ -177,9 +177,9 @@ def train_vae(vae, images, steps, batch, lr, work, seed, stop=None, part="all"):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        state["losses"].append(float(rec))
+        state["losses"].append(rec.item())
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(rec=f"{float(rec):.4f}")
+            bar.set_postfix(rec=f"{rec.item():.4f}")
         if (step + 1) % 100 == 0 or step + 1 == end:
             state.update(step=step + 1, model=vae.state_dict(), opt=opt.state_dict(), rng=g.get_state())
             save_atomic(state, ckpt)
