@@ -35,6 +35,7 @@ VARIANTS = {
     "wide": {"block_out_channels": (32, 64, 128, 128)},  # the same latent, 4-8x the width
     "latent16": {"block_out_channels": (16, 32, 64), "down_block_types": ("DownEncoderBlock2D",) * 3,
                  "up_block_types": ("UpDecoderBlock2D",) * 3},  # one downsampling fewer: 16x16x4 latents
+    "channels8": {"latent_channels": 8},  # twice the latent channels at 8x8: 512 numbers for a 64 px render
     # the shipped VAE's decoder trained on, its encoder frozen (as sd-vae-ft-mse): the shipped UNet stays valid
     "ft_decoder": {"_init": SHIPPED_VAE, "_part": "decoder", "_lr": 1e-3},
     "ft_decoder_slow": {"_init": SHIPPED_VAE, "_part": "decoder", "_lr": 5e-4},  # a gentler rate (a second round)
