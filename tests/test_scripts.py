@@ -174,7 +174,9 @@ def test_finetune_toy_decoder_trains_the_decoder_only_and_records_it(tmp_path):
 
     model = tmp_path / "toy"
     shutil.copytree(os.path.join(ROOT, "models", "toy-zero123", "vae"), model / "vae")
-    shutil.copy(os.path.join(ROOT, "models", "toy-zero123", "training.json"), model / "training.json")
+    record = json.load(open(os.path.join(ROOT, "models", "toy-zero123", "training.json")))
+    record.pop("decoder_finetune", None)  # the shipped decoder was fine-tuned: start from before that
+    (model / "training.json").write_text(json.dumps(record))
     before = load_file(str(model / "vae" / "diffusion_pytorch_model.safetensors"))
     args = ["scripts/finetune_toy_decoder.py", "--model", str(model), "--work", str(tmp_path / "work"), "--objects", "2",
             "--views", "2", "--steps", "3", "--batch", "2", "--eval-objects", "1", "--threads", "1"]
