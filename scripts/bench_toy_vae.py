@@ -64,19 +64,14 @@ def build_vae(changes: dict, seed: int = 0):
 
 
 def curve(name, changes, images, args) -> dict:
-    from eval_toy_prior import vae_roundtrip
+    from eval_toy_prior import autoencode, vae_roundtrip
     from train_toy_prior import RESOLUTION, train_vae
 
     vae = build_vae(changes, args.seed)
     work = os.path.join(args.work, name)
     os.makedirs(work, exist_ok=True)
 
-    @torch.no_grad()
-    def roundtrip(x):
-        vae.eval()
-        out = vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample
-        return (out / 2 + 0.5).clamp(0, 1)
-
+    roundtrip = autoencode(vae)
     points, seconds = [], 0.0
     part, lr = changes.get("_part", "all"), changes.get("_lr", args.lr)
     if changes.get("_init"):  # where it starts

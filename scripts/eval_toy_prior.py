@@ -71,6 +71,16 @@ def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, 
 
 
 @torch.no_grad()
+def autoencode(vae):
+    """A diffusers AutoencoderKL as vae_roundtrip's ``roundtrip``: images [B,3,H,W] in [0,1] encoded
+    to the posterior mean and decoded (in eval mode, without gradients)."""
+    @torch.no_grad()
+    def roundtrip(x):
+        vae.eval()
+        return (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample / 2 + 0.5).clamp(0, 1)
+    return roundtrip
+
+
 def vae_roundtrip(g, objects: int, views: int = 4, roundtrip=None, size: int | None = None) -> dict:
     """PSNR / SSIM of the prior's VAE round trip (posterior mean, decoded) of held-out renders at its
     own resolution (the first ``objects`` held-out objects, ``views`` orbit views each): the ceiling

@@ -50,8 +50,8 @@ def main(argv=None):
     from diffusers import AutoencoderKL
 
     import toy_objects
-    from eval_toy_prior import vae_roundtrip
-    from io_utils import require_file
+    from eval_toy_prior import autoencode, vae_roundtrip
+    from io_utils import require_file, save_json
     from train_toy_prior import RESOLUTION, make_data, train_vae, write_json
 
     vae_dir = os.path.join(args.model, "vae")
@@ -81,11 +81,7 @@ def main(argv=None):
     vae.eval()
     frozen = {k: v.clone() for k, v in vae.state_dict().items() if not k.startswith(("decoder.", "post_quant_conv."))}
 
-    @torch.no_grad()
-    def roundtrip(x):
-        vae.eval()
-        return (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample / 2 + 0.5).clamp(0, 1)
-
+    roundtrip = autoencode(vae)
     before = vae_roundtrip(None, args.eval_objects, roundtrip=roundtrip, size=RESOLUTION)
     print(f"held-out round trip before: {before['psnr']:.2f} dB, SSIM {before['ssim']:.3f}", file=sys.stderr)
     t0 = time.time()
@@ -117,7 +113,7 @@ def main(argv=None):
            "heldout_roundtrip": {"objects": args.eval_objects, "views": 4, "before": before, "after": after},
            "command": "python scripts/finetune_toy_decoder.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     record.setdefault("decoder_finetune", []).append(run)
-    write_json(record_path, record)
+    save_json(record_path, record)  # atomically: the record of every earlier run is in it
     print(json.dumps(run, indent=1))
     return 0
 
