@@ -30,6 +30,14 @@ training.json records each length it was run to, so ``--unet-steps 3000`` then `
 7000`` reproduces such a model).
 ``--threads`` sets torch's threads (give a background run its share of the cores).
 
+``--init-from DIR`` continues a model folder this script wrote (the shipped one): its VAE is kept
+exactly as it is (encoder and the fine-tuned decoder; ``--vae-steps`` is ignored), so the latents
+and stage 1 see the same encoder; its UNet and camera projection (the exported EMA weights) are
+trained on along a new learning-rate schedule of ``--unet-steps`` with a fresh optimiser. The new
+``training.json`` keeps the folder's own record under ``init_from``, and the learning curve's
+hours count the folder's UNet hours first. ``--attention classic`` trains with diffusers' classic
+attention processor (the same maths; 11-25 % faster a step on these CPUs, BENCHMARKS.md).
+
 Learning curve: with ``--eval-every N`` the EMA prior is exported every N UNet steps (to
 ``--work``/curve_model) and scored as ``eval_toy_prior.py`` scores a prior: its DDIM novel views
 at azimuth +90/180/270 on ``--eval-objects`` held-out objects (PSNR, mask IoU), the input view
@@ -104,6 +112,34 @@ def build_models(seed: int):
         proj.weight[:, :emb] = torch.eye(emb)
         proj.bias.zero_()
     return vae, unet, clip, proj
+
+
+def load_init(folder: str):
+    """(vae, unet, clip, proj, record) of a model folder this script wrote, as it was exported."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionModelWithProjection
+
+    record_path = os.path.join(folder, "training.json")
+    if not os.path.isfile(record_path):
+        raise FileNotFoundError(f"--init-from {folder}: no training.json there (a folder train_toy_prior.py wrote)")
+    record = json.load(open(record_path))
+    vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"))
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+    clip = CLIPVisionModelWithProjection.from_pretrained(os.path.join(folder, "image_encoder"))
+    sd = load_file(os.path.join(folder, "clip_camera_projection", "diffusion_pytorch_model.safetensors"))
+    proj = torch.nn.Linear(sd["proj.weight"].shape[1], sd["proj.weight"].shape[0])
+    proj.load_state_dict({"weight": sd["proj.weight"], "bias": sd["proj.bias"]})
+    if vae.config.sample_size != RESOLUTION or unet.config.in_channels != 8:
+        raise ValueError(f"--init-from {folder}: not a {RESOLUTION} px toy Zero123 (vae sample_size "
+                         f"{vae.config.sample_size}, unet in_channels {unet.config.in_channels})")
+    return vae, unet, clip, proj, record
+
+
+def init_unet_hours(record: dict) -> float:
+    """UNet training hours behind a model folder's record (its own init_from's first)."""
+    before = init_unet_hours(record["init_from"]["record"]) if "init_from" in record else 0.0
+    return before + sum(r["seconds"]["unet"] for r in record.get("runs", [])) / 3600
 
 
 def feature_extractor():
@@ -364,16 +400,35 @@ def main(argv=None):
                     help="learning curve: every N UNet steps, the EMA prior's DDIM novel views on --eval-objects "
                     "held-out objects (and with the azimuth mirrored) into --work's curve.json (0: off)")
     ap.add_argument("--eval-objects", type=COUNT, default=8, help="held-out objects of each learning-curve point")
+    ap.add_argument("--init-from", default="", help="continue this model folder's UNet and camera projection "
+                    "(its VAE kept as it is; --vae-steps ignored): e.g. models/toy-zero123")
+    ap.add_argument("--attention", choices=("default", "classic"), default="default",
+                    help="the UNet's attention processor while training (classic: diffusers' AttnProcessor, faster "
+                    "on CPU; the weights are the same kind either way)")
     ap.add_argument("--seed", type=NONNEG_INT, default=0)
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.objects < 1 or args.views < 2 or args.objects > len(toy_objects.TRAIN_SEEDS):
         print(f"error: --objects must be in [1, {len(toy_objects.TRAIN_SEEDS)}] and --views at least 2", file=sys.stderr)
         return 2
+    if args.init_from and not os.path.isfile(os.path.join(args.init_from, "training.json")):
+        print(f"error: --init-from {args.init_from}: no training.json there (a model folder train_toy_prior.py "
+              "wrote, e.g. models/toy-zero123)", file=sys.stderr)
+        return 2
+    if args.init_from and os.path.abspath(args.init_from) == os.path.abspath(args.out):
+        print(f"error: --out {args.out} is the --init-from folder; write the continued model elsewhere first "
+              "(the folder it starts from is read again on every resume)", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
-    meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads", "eval_every", "eval_objects")}
+    meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads", "eval_every", "eval_objects",
+                                                               "attention")}
+    if args.init_from:
+        meta["vae_steps"] = 0  # the folder's VAE is kept as it is
+        meta["init_from"] = os.path.abspath(args.init_from)
+    else:
+        del meta["init_from"]
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
         old = {"min_snr": 0.0, **json.load(open(meta_path))}  # work folders from before --min-snr trained without it
@@ -388,15 +443,31 @@ def main(argv=None):
         meta["unet_steps_history"] = history
     write_json(meta_path, meta)
     t0 = time.time()
-    vae, unet, clip, proj = build_models(args.seed)
+    init_record, hours_before = None, 0.0
+    if args.init_from:
+        vae, unet, clip, proj, init_record = load_init(args.init_from)
+        hours_before = init_unet_hours(init_record)
+    else:
+        vae, unet, clip, proj = build_models(args.seed)
+    if args.attention == "classic":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        unet.set_attn_processor(AttnProcessor())
     data = make_data(os.path.join(args.work, "data.pt"), args.objects, args.views)
     t_data = time.time() - t0
-    vae_state = train_vae(vae, data["images"], args.vae_steps, args.vae_batch, args.vae_lr, args.work, args.seed)
+    if init_record is None:
+        vae_state = train_vae(vae, data["images"], args.vae_steps, args.vae_batch, args.vae_lr, args.work, args.seed)
+    else:
+        vae_state = {"losses": []}
+    vae.eval()
     t_vae = time.time() - t0 - t_data
     clip.eval()
     lat = encode_all(vae, clip, data["images"], args.work)
-    scaling = float(1.0 / lat["mean"].std())
-    vae.register_to_config(scaling_factor=scaling)
+    if init_record is None:
+        scaling = float(1.0 / lat["mean"].std())
+        vae.register_to_config(scaling_factor=scaling)
+    else:  # the scale the folder's UNet was trained with
+        scaling = float(vae.config.scaling_factor)
     T = camera_table(data["c2w"])
     curve_path = os.path.join(args.work, "curve.json")
     curve = json.load(open(curve_path)) if os.path.isfile(curve_path) else []
@@ -419,10 +490,10 @@ def main(argv=None):
         export(folder, vae, u, clip, pr, {"curve_step": step})
         scores = novel_view_scores(folder, args.eval_objects, os.path.join(args.work, "curve_views"), mirrored=True)
         scores["vae"] = vae_roundtrip(Zero123Guidance(folder), args.eval_objects)
-        curve.append({"step": step, "hours": round(seconds / 3600, 4), "loss": loss, "objects": args.eval_objects,
+        curve.append({"step": step, "hours": round(hours_before + seconds / 3600, 4), "loss": loss, "objects": args.eval_objects,
                       **{f"{k}_{m}": v for k, r in scores.items() for m, v in r.items()}})
         write_json(curve_path, curve)
-        print(f"curve: step {step}, {seconds / 3600:.2f} h, novel views PSNR {scores['prior']['psnr']:.2f} dB "
+        print(f"curve: step {step}, {hours_before + seconds / 3600:.2f} h, novel views PSNR {scores['prior']['psnr']:.2f} dB "
               f"(mirrored {scores['prior_mirrored']['psnr']:.2f}, input copied {scores['input_copied']['psnr']:.2f}), "
               f"IoU {scores['prior']['iou']:.3f}", file=sys.stderr)
 
@@ -435,7 +506,8 @@ def main(argv=None):
               "trained": ["vae", "unet", "clip_camera_projection"], "frozen_at_init": ["image_encoder"],
               "scaling_factor": scaling, "train_seeds": [0, args.objects - 1],
               "heldout_from": toy_objects.HELDOUT_START,
-              "vae_recon_loss_last100": float(np.mean(vae_state["losses"][-100:])),
+              "vae_recon_loss_last100": (float(np.mean(vae_state["losses"][-100:])) if vae_state["losses"]
+                                         else init_record.get("vae_recon_loss_last100")),
               "unet_loss_last200": float(np.mean(unet_state["losses"][-200:])),
               "seconds": {"data": round(t_data, 1), "vae": round(t_vae, 1), "unet": round(t_unet, 1)},
               "torch_threads": torch.get_num_threads()}
@@ -448,6 +520,12 @@ def main(argv=None):
     record["runs"] = runs
     if curve:
         record["curve"] = curve
+    if init_record is not None:  # the folder this run continued, its whole record (runs, curve, decoder fine-tune)
+        record["trained"] = ["unet", "clip_camera_projection"]
+        record["init_from"] = {"path": args.init_from, "unet_hours": round(hours_before, 4), "record": init_record}
+        if "decoder_finetune" in init_record:  # the VAE kept is that fine-tuned decoder
+            record["decoder_finetune"] = init_record["decoder_finetune"]
+    record["attention"] = args.attention
     export(args.out, vae, unet, clip, proj, record)
     print(json.dumps(record, indent=1))
     return 0

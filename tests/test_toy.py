@@ -179,6 +179,39 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     assert r.returncode == 2 and "only a larger --unet-steps continues it" in r.stderr
 
 
+def test_train_script_continues_a_model_folder(tmp_path):
+    """--init-from: the folder's VAE (encoder and decoder) and image encoder kept bit for bit, its
+    UNet and projection trained on from their exported weights; the record keeps the folder's."""
+    from safetensors.torch import load_file
+
+    first, out = str(tmp_path / "first"), str(tmp_path / "next")
+    small = ["--objects", "3", "--views", "2", "--unet-batch", "4", "--threads", "1"]
+    r = cli("scripts/train_toy_prior.py", "--out", first, "--work", str(tmp_path / "w1"), "--vae-steps", "2",
+            "--vae-batch", "4", "--unet-steps", "3", *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", str(tmp_path / "w2"), "--init-from", first,
+            "--unet-steps", "2", "--attention", "classic", *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for part in ("vae", "image_encoder", "unet"):
+        name = "model.safetensors" if part == "image_encoder" else "diffusion_pytorch_model.safetensors"
+        a, b = load_file(os.path.join(first, part, name)), load_file(os.path.join(out, part, name))
+        same = all(torch.equal(a[k], b[k]) for k in a)
+        assert same == (part != "unet"), part
+    old, new = (json.load(open(os.path.join(d, "training.json"))) for d in (first, out))
+    assert new["init_from"]["record"] == old and new["init_from"]["path"] == first
+    assert new["scaling_factor"] == old["scaling_factor"] and new["args"]["vae_steps"] == 0
+    assert new["trained"] == ["unet", "clip_camera_projection"] and new["attention"] == "classic"
+    # the continued model loads as a prior; a missing folder or writing over it: one line each
+    from guidance.zero123 import Zero123Guidance
+
+    assert Zero123Guidance(out).image_size == 64
+    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", str(tmp_path / "w3"), "--init-from",
+            str(tmp_path / "none"))
+    assert r.returncode == 2 and "no training.json" in r.stderr and r.stderr.count("\n") == 1
+    r = cli("scripts/train_toy_prior.py", "--out", first, "--work", str(tmp_path / "w3"), "--init-from", first)
+    assert r.returncode == 2 and "is the --init-from folder" in r.stderr and r.stderr.count("\n") == 1
+
+
 def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
     """The prior's own knowledge, without a 3D run (scripts/eval_toy_prior.py): on held-out
     objects its conditions (input view + camera) cut the epsilon error at t=700 well below its
