@@ -89,11 +89,14 @@ def colour_metrics(pred, gt, vm=None) -> dict:
 
 def mesh_metrics(pred, gt, samples=50000) -> dict:
     """Geometry (Chamfer, F-score at 1 % and 5 %), silhouettes (IoU at the 8 views and the 3 back
-    views) and colour (PSNR / SSIM at the 8 views, PSNR at the back views) of ``pred`` against ``gt``."""
-    from eval_recon import chamfer_fscore
+    views) and colour (PSNR / SSIM at the 8 views, PSNR at the back views) of ``pred`` against ``gt``.
+    The geometry is measured against ``gt``'s outer surface (``eval_recon.outer_surface``: a toy
+    object's parts overlap, and the faces buried inside another part are no surface to reconstruct)."""
+    from eval_recon import chamfer_fscore, outer_surface
 
-    cf = chamfer_fscore(pred, gt, samples)
-    cf5 = chamfer_fscore(pred, gt, samples, tau_ratio=0.05)
+    surface = outer_surface(gt)
+    cf = chamfer_fscore(pred, surface, samples)
+    cf5 = chamfer_fscore(pred, surface, samples, tau_ratio=0.05)
     vm = view_metrics(pred, gt)
     ious = vm["iou"]
     return {"chamfer": cf["chamfer_l1"], "fscore": cf["fscore"], "fscore_5": cf5["fscore"],

@@ -94,6 +94,43 @@ def test_eval_metrics_on_known_cases():
         assert r["chamfer_l1"] == pytest.approx(d, rel=1e-3) and r["fscore"] == f
 
 
+def test_winding_numbers_and_outer_surface_against_exact_spheres():
+    """The generalised winding number is 1 inside a closed outward surface and 0 outside (checked
+    against the exact sphere away from its faceted boundary); outer_surface drops exactly the faces
+    of two overlapping spheres that lie inside the other one, whether or not the mesh repeats its
+    vertices along UV seams, and leaves a mesh of one part as it is."""
+    import trimesh
+
+    from eval_recon import outer_surface, winding_numbers
+    from mesh import Mesh
+
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    pts = np.random.default_rng(0).uniform(-0.8, 0.8, (2000, 3))
+    r = np.linalg.norm(pts, axis=1)
+    clear = np.abs(r - 0.5) > 0.01  # the icosphere's faces lie within 0.4 % of the radius of the sphere
+    w = winding_numbers(pts, ball.vertices, ball.faces)
+    assert np.allclose(w[clear], (r[clear] < 0.5).astype(float), atol=1e-6)
+
+    shift = np.array([0.6, 0.0, 0.0])
+    v = np.concatenate([ball.vertices, ball.vertices + shift])
+    f = np.concatenate([ball.faces, ball.faces + len(ball.vertices)])
+    two = Mesh(torch.tensor(v, dtype=torch.float32), torch.tensor(f))
+    centroids = v[f].mean(1)
+    other = np.where(np.arange(len(f)) < len(ball.faces), 1, 0)[:, None] * shift  # the other sphere's centre
+    d = np.linalg.norm(centroids - other, axis=1)
+    out = outer_surface(two)
+    kept = {tuple(x) for x in out.f.tolist()}
+    for face, dist in zip(f.tolist(), d):
+        if abs(dist - 0.5) > 0.02:
+            assert (tuple(face) in kept) == (dist > 0.5)
+    assert len(ball.faces) < len(out.f) < 2 * len(ball.faces)
+    # the same spheres with every face's corners its own vertices (as a UV-split OBJ): same faces kept
+    split = Mesh(torch.tensor(v[f].reshape(-1, 3), dtype=torch.float32), torch.arange(3 * len(f)).reshape(-1, 3))
+    assert len(outer_surface(split).f) == len(out.f)
+    one = Mesh(torch.tensor(ball.vertices, dtype=torch.float32), torch.tensor(ball.faces))
+    assert outer_surface(one) is one
+
+
 def test_batch_runs_resumes_and_survives_failures(tmp_path, zero123_path):
     from PIL import Image
 
