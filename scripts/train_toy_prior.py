@@ -120,10 +120,7 @@ def load_init(folder: str):
     from safetensors.torch import load_file
     from transformers import CLIPVisionModelWithProjection
 
-    record_path = os.path.join(folder, "training.json")
-    if not os.path.isfile(record_path):
-        raise FileNotFoundError(f"--init-from {folder}: no training.json there (a folder train_toy_prior.py wrote)")
-    record = json.load(open(record_path))
+    record = json.load(open(os.path.join(folder, "training.json")))  # main() checked it is there
     vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"))
     unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"))
     clip = CLIPVisionModelWithProjection.from_pretrained(os.path.join(folder, "image_encoder"))
@@ -458,8 +455,7 @@ def main(argv=None):
     if init_record is None:
         vae_state = train_vae(vae, data["images"], args.vae_steps, args.vae_batch, args.vae_lr, args.work, args.seed)
     else:
-        vae_state = {"losses": []}
-    vae.eval()
+        vae_state = {"losses": []}  # from_pretrained returns it in eval mode, as train_vae leaves it
     t_vae = time.time() - t0 - t_data
     clip.eval()
     lat = encode_all(vae, clip, data["images"], args.work)
