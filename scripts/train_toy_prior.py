@@ -8,9 +8,9 @@ The architecture is Zero123's, in the published diffusers layout that ``guidance
 feature_extractor/, clip_camera_projection/, scheduler/, model_index.json), only narrower:
 
 1. data: ``--objects`` toy objects (toy_objects.py, seeds 0..N-1, all inside TRAIN_SEEDS),
-   ``--views`` renders each at 64 px on white with the project's mesh renderer, elevations in
-   [-30, 30], azimuths in [0, 360);
-2. vae: an AutoencoderKL (3 downsamplings: 64 px -> 8x8x4) trained on those renders (MSE + L1,
+   ``--views`` renders each at 64 px (``--resolution``; 32 is the design being measured) on white
+   with the project's mesh renderer, elevations in [-30, 30], azimuths in [0, 360);
+2. vae: an AutoencoderKL (3 downsamplings: 64 px -> 8x8x4; 2 at 32 px) trained on those renders (MSE + L1,
    the object's pixels weighted 10x the background, + a small KL); its ``scaling_factor`` is set to 1 / std of the latents, as Stable Diffusion's;
 3. unet: the UNet (8 input channels: noisy target latent + the input view's latent, unscaled, as
    Zero123 concatenates it) and the camera projection, trained with the epsilon objective on random
@@ -63,14 +63,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import toy_objects  # noqa: E402
 
-RESOLUTION = 64  # render size the toy model works at
+RESOLUTION = 64  # render size of the shipped toy model (--resolution)
+LATENT = 8  # latent side at every --resolution (the UNet's sample_size)
+RESOLUTIONS = (32, 64)  # 32 px: the same 8x8 latents for a quarter of the pixels (4x downsampling)
 CLIP_SIZE = 32  # the image encoder's input size (feature_extractor resizes to it)
 
-VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 32, 64),
-                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                  layers_per_block=1, norm_num_groups=8, act_fn="silu", sample_size=RESOLUTION,
-                  mid_block_add_attention=False)
-UNET_CONFIG = dict(sample_size=RESOLUTION // 8, in_channels=8, out_channels=4, block_out_channels=(32, 64, 128),
+
+def vae_config(resolution: int = RESOLUTION) -> dict:
+    """The toy VAE for ``resolution`` px renders: one encoder block per halving down to 8x8x4
+    latents, the narrowest dropped first (64 px: widths (8, 16, 32, 64), 3 downsamplings;
+    32 px: (16, 32, 64), 2)."""
+    blocks = int(round(math.log2(resolution / LATENT))) + 1
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, not {resolution}")
+    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 32, 64)[-blocks:],
+                down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+                layers_per_block=1, norm_num_groups=8, act_fn="silu", sample_size=resolution,
+                mid_block_add_attention=False)
+
+
+VAE_CONFIG = vae_config(RESOLUTION)
+UNET_CONFIG = dict(sample_size=LATENT, in_channels=8, out_channels=4, block_out_channels=(32, 64, 128),
                    layers_per_block=2, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
                    attention_head_dim=8, norm_num_groups=16)
@@ -94,12 +107,12 @@ def save_atomic(obj, path):
     os.replace(path + ".tmp", path)
 
 
-def build_models(seed: int):
+def build_models(seed: int, resolution: int = RESOLUTION):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae = AutoencoderKL(**vae_config(resolution))
     with torch.no_grad():  # start with a near-deterministic posterior (log-variance -8): learning is much faster
         vae.encoder.conv_out.weight[VAE_CONFIG["latent_channels"]:] = 0
         vae.encoder.conv_out.bias[VAE_CONFIG["latent_channels"]:] = -8.0
@@ -114,7 +127,7 @@ def build_models(seed: int):
     return vae, unet, clip, proj
 
 
-def load_init(folder: str):
+def load_init(folder: str, resolution: int = RESOLUTION):
     """(vae, unet, clip, proj, record) of a model folder this script wrote, as it was exported."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import load_file
@@ -127,8 +140,8 @@ def load_init(folder: str):
     sd = load_file(os.path.join(folder, "clip_camera_projection", "diffusion_pytorch_model.safetensors"))
     proj = torch.nn.Linear(sd["proj.weight"].shape[1], sd["proj.weight"].shape[0])
     proj.load_state_dict({"weight": sd["proj.weight"], "bias": sd["proj.bias"]})
-    if vae.config.sample_size != RESOLUTION or unet.config.in_channels != 8:
-        raise ValueError(f"--init-from {folder}: not a {RESOLUTION} px toy Zero123 (vae sample_size "
+    if vae.config.sample_size != resolution or unet.config.in_channels != 8:
+        raise ValueError(f"--init-from {folder}: not a {resolution} px toy Zero123 (vae sample_size "
                          f"{vae.config.sample_size}, unet in_channels {unet.config.in_channels})")
     return vae, unet, clip, proj, record
 
@@ -148,18 +161,18 @@ def feature_extractor():
 
 
 # ---------------------------------------------------------------------------------- 1. data
-def make_data(path: str, objects: int, views: int):
-    """uint8 renders [N,V,3,H,W] of objects 0..N-1 and their c2w [N,V,4,4]."""
+def make_data(path: str, objects: int, views: int, resolution: int = RESOLUTION):
+    """uint8 renders [N,V,3,H,W] (H = W = ``resolution``) of objects 0..N-1 and their c2w [N,V,4,4]."""
     if os.path.isfile(path):
         data = torch.load(path, weights_only=True)
-        if data["images"].shape[:2] == (objects, views):
+        if data["images"].shape[:2] == (objects, views) and data["images"].shape[-1] == resolution:
             return data
-    images = torch.zeros(objects, views, 3, RESOLUTION, RESOLUTION, dtype=torch.uint8)
+    images = torch.zeros(objects, views, 3, resolution, resolution, dtype=torch.uint8)
     c2w = torch.zeros(objects, views, 4, 4)
     for i in progress(range(objects), "data"):
         assert i in toy_objects.TRAIN_SEEDS
         mesh = toy_objects.make_object(i)
-        cams = toy_objects.object_cameras(i, views, RESOLUTION)
+        cams = toy_objects.object_cameras(i, views, resolution)
         rgb, _ = toy_objects.render_views(mesh, [c for _, _, c in cams])
         images[i] = (rgb.clamp(0, 1) * 255).to(torch.uint8)  # truncated, as the guidance's 8-bit CLIP input
         c2w[i] = torch.from_numpy(np.stack([c.c2w for _, _, c in cams]))
@@ -385,6 +398,9 @@ def main(argv=None):
     ap.add_argument("--work", default="logs/toy_prior_work", help="data cache and resumable checkpoints")
     ap.add_argument("--objects", type=COUNT, default=1000, help="training objects (seeds 0..N-1)")
     ap.add_argument("--views", type=COUNT, default=10, help="renders per object")
+    ap.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=None,
+                    help=f"render size; the latents are 8x8x4 at either (64: 3 downsamplings, the shipped model; "
+                    f"32: 2). Default: {RESOLUTION}, or the --init-from folder's")
     ap.add_argument("--vae-steps", type=NONNEG_INT, default=2000)
     ap.add_argument("--vae-batch", type=COUNT, default=32)
     ap.add_argument("--vae-lr", type=POSITIVE, default=2e-3)
@@ -416,6 +432,14 @@ def main(argv=None):
         print(f"error: --out {args.out} is the --init-from folder; write the continued model elsewhere first "
               "(the folder it starts from is read again on every resume)", file=sys.stderr)
         return 2
+    if args.init_from:
+        size = json.load(open(os.path.join(args.init_from, "vae", "config.json"))).get("sample_size")
+        if args.resolution not in (None, size):
+            print(f"error: --resolution {args.resolution}: --init-from {args.init_from} is a {size} px model "
+                  "(its VAE is kept, so its resolution is)", file=sys.stderr)
+            return 2
+        args.resolution = size
+    args.resolution = args.resolution or RESOLUTION
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
@@ -428,7 +452,8 @@ def main(argv=None):
         del meta["init_from"]
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
-        old = {"min_snr": 0.0, **json.load(open(meta_path))}  # work folders from before --min-snr trained without it
+        # work folders from before --min-snr / --resolution trained without weighting, at 64 px
+        old = {"min_snr": 0.0, "resolution": RESOLUTION, **json.load(open(meta_path))}
         history = old.pop("unet_steps_history", [old.get("unet_steps")])
         same_but_longer = ({**old, "unet_steps": meta["unet_steps"]} == meta and meta["unet_steps"] >= history[-1])
         if not same_but_longer:
@@ -442,15 +467,15 @@ def main(argv=None):
     t0 = time.time()
     init_record, hours_before = None, 0.0
     if args.init_from:
-        vae, unet, clip, proj, init_record = load_init(args.init_from)
+        vae, unet, clip, proj, init_record = load_init(args.init_from, args.resolution)
         hours_before = init_unet_hours(init_record)
     else:
-        vae, unet, clip, proj = build_models(args.seed)
+        vae, unet, clip, proj = build_models(args.seed, args.resolution)
     if args.attention == "classic":
         from diffusers.models.attention_processor import AttnProcessor
 
         unet.set_attn_processor(AttnProcessor())
-    data = make_data(os.path.join(args.work, "data.pt"), args.objects, args.views)
+    data = make_data(os.path.join(args.work, "data.pt"), args.objects, args.views, args.resolution)
     t_data = time.time() - t0
     if init_record is None:
         vae_state = train_vae(vae, data["images"], args.vae_steps, args.vae_batch, args.vae_lr, args.work, args.seed)
