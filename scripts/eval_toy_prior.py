@@ -11,7 +11,8 @@ VAE path): the epsilon MSE at fixed timesteps with the conditions (``eps``) and 
 (``eps_uncond``, the classifier-free branch), and the MSE of the implied clean latent (``x0``).
 ``gain`` = 1 - eps / eps_uncond: how much the input view and the camera tell the model;
 ``heldout_mirrored``: the same held-out pairs conditioned on the azimuths negated (does the model
-know left from right?).
+know left from right?); ``heldout_still``: conditioned on the input view's own camera (does it use
+its camera at all?).
 Then the DDIM novel views of bench_toy.novel_views on ``--novel`` held-out objects (PSNR and mask
 IoU against the truth, beside the input view copied).
 """
@@ -34,10 +35,13 @@ TIMESTEPS = (100, 400, 700, 900)
 
 
 @torch.no_grad()
-def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, mirror: bool = False) -> dict:
+def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, mirror: bool = False,
+                still: bool = False) -> dict:
     """Mean epsilon / x0 MSE over (front view -> each of ``views`` views) of objects ``seeds``.
     ``mirror`` conditions on the targets' azimuths negated (the renders unchanged): the control for
-    a renderer and a prior that disagree on the direction of azimuth."""
+    a renderer and a prior that disagree on the direction of azimuth. ``still`` conditions every
+    target on the input view's own camera (relative camera zero): a model that ignores its camera
+    scores the same as with the true one."""
     from cameras import View
 
     gen = torch.Generator().manual_seed(noise_seed)
@@ -47,7 +51,8 @@ def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, 
         cams = toy_objects.object_cameras(seed, views + 1, g.image_size, front=True)
         rgb, _ = toy_objects.render_views(toy_objects.make_object(seed), [c for _, _, c in cams])
         g.prepare(image=rgb[0], elevation=0.0, radius=toy_objects.RADIUS)
-        targets = [View(c, el, -az if mirror else az, toy_objects.RADIUS) for el, az, c in cams[1:]]
+        targets = [View(c, 0.0 if still else el, 0.0 if still else (-az if mirror else az), toy_objects.RADIUS)
+                   for el, az, c in cams[1:]]
         cc, vae_lat = g.conditioning(targets)
         z0 = g.encode(rgb[1:].to(g.device, g.dtype), sample=False)
         noise = torch.randn(z0.shape, generator=gen).to(z0)
@@ -123,7 +128,8 @@ def evaluate(model: str, objects: int, views: int, novel: int, work: str, guidan
     g = Zero123Guidance(model, guidance_scale=guidance_scale, seed=0)
     heldout = range(toy_objects.HELDOUT_START, toy_objects.HELDOUT_START + objects)
     res = {"train": pair_losses(g, range(objects), views), "heldout": pair_losses(g, heldout, views),
-           "heldout_mirrored": pair_losses(g, heldout, views, mirror=True), "vae_heldout": vae_roundtrip(g, objects)}
+           "heldout_mirrored": pair_losses(g, heldout, views, mirror=True),
+           "heldout_still": pair_losses(g, heldout, views, still=True), "vae_heldout": vae_roundtrip(g, objects)}
     if novel:
         res["novel_views"] = novel_view_scores(model, novel, work, guidance_scale)
     return res
@@ -134,7 +140,7 @@ def table(results: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for model, res in results.items():
         model = os.path.relpath(model)
-        for split in ("train", "heldout", "heldout_mirrored"):
+        for split in ("train", "heldout", "heldout_mirrored", "heldout_still"):
             for t, r in res[split].items():
                 lines.append(f"| {model} | {split} | {t} | {r['eps']:.4f} | {r['eps_uncond']:.4f} | {r['gain']:.3f} | "
                              f"{r['x0']:.4f} |")
