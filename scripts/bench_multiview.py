@@ -20,7 +20,9 @@ Per run (the coarse mesh against the ground truth, bench_toy's metrics): ``chamf
 (F-score at 5 % of the diagonal), ``iou`` (mask IoU over 8 views around at elevation 0), and at the
 views no input faces, ``iou_unseen`` and ``psnr_unseen``: the azimuths of those 8 that are at least
 90 degrees from every input view of every view set (with the default sets: 225, 270 and 315 are
-not all that far; only 270 is), so that every view set is scored at the same views.
+not all that far; only 270 is), so that every view set is scored at the same views; ``--unseen``
+names them where a bench runs fewer sets than it is compared with (``--view-sets 0,180 --unseen
+270`` is scored as the default sets are). Each run also keeps the IoU and PSNR of all 8 views.
 
 Real meshes (``--meshes``, no prior): the mesh, normalised as recon mode normalises it, rendered at
 ``--mesh-views`` azimuths (elevation 0, recon's camera) as RGBA images; image mode runs from them
@@ -116,6 +118,9 @@ def toy_run(run, seed, azimuths, repeat, args, unseen, extra=()) -> dict:
     return {"chamfer": m["chamfer"], "fscore_5": m["fscore_5"], "iou": m["iou"],
             "iou_unseen": float(np.mean([vm["iou"][a] for a in unseen])),
             "psnr_unseen": float(np.mean([vm["psnr"][a] for a in unseen])),
+            # every one of the 8 views, so other unseen sets can be read off later
+            "iou_views": {f"{a:g}": float(vm["iou"][a]) for a in IOU_AZIMUTHS},
+            "psnr_views": {f"{a:g}": float(vm["psnr"][a]) for a in IOU_AZIMUTHS},
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -243,6 +248,9 @@ def main(argv=None):
     ap.add_argument("--meshes", nargs="*", default=[], help="real meshes: views without a prior against recon")
     ap.add_argument("--mesh-views", type=float, nargs="+", default=[0.0, 90.0, 180.0])
     ap.add_argument("--work", default=os.path.join(ROOT, "logs", "bench_multiview"))
+    ap.add_argument("--unseen", type=float, nargs="+",
+                    help="azimuths scored as unseen (default: those of the 8 around at least 90 degrees from every "
+                    "input of every view set; --unseen 270 scores a set run alone as the default sets are scored)")
     ap.add_argument("--reuse", action="store_true",
                     help="score the finished runs already in --work instead of running them again (a resumed bench)")
     ap.add_argument("--json", help="write the results here")
@@ -266,6 +274,12 @@ def main(argv=None):
     unseen = unseen_azimuths(args.view_sets)
     if not unseen:
         raise ValueError(f"no azimuth of {IOU_AZIMUTHS} is 90 degrees from every input view of {sets}")
+    if args.unseen:
+        wrong = [a for a in args.unseen if a not in unseen]
+        if wrong:
+            raise ValueError(f"--unseen {' '.join(f'{a:g}' for a in wrong)}: not among the azimuths at least 90 degrees "
+                             f"from every input view of {sets} ({', '.join(f'{a:g}' for a in unseen)})")
+        unseen = list(args.unseen)
     results = {"settings": {"runs": args.runs, "view_sets": sets, "repeats": args.repeats, "unseen_azimuths": unseen,
                             "overrides": list(args.overrides),
                             "model": args.model, "torch_threads": torch.get_num_threads()}}

@@ -220,3 +220,16 @@ def test_demo_app_passes_extra_views_as_a_view_list(tmp_path):
     assert input_overrides(paths[:1], [0.0]) == [f"input={paths[0]}"]
     cfg = load_config(os.path.join(ROOT, "configs", "toy.yaml"), input_overrides(paths, [0.0, 180.0]) + ["save_path=x"])
     assert list(cfg.input) == paths and list(cfg.input_azimuths) == [0.0, 180.0]
+
+
+def test_bench_multiview_unseen_azimuths_must_be_unseen(tmp_path):
+    """--unseen names the views scored as unseen; one that an input view faces is a one-line error
+    before any run (90 is 90 degrees from 0 and 180, so unseen by the set 0,180; 180 is an input)."""
+    from bench_multiview import unseen_azimuths
+
+    assert unseen_azimuths([[0.0, 180.0]]) == [90.0, 270.0]
+    assert unseen_azimuths([[0.0], [0.0, 90.0, 180.0]]) == [270.0]
+    r = cli("scripts/bench_multiview.py", "--seeds", str(SEED), "--view-sets", "0,180", "--unseen", "90", "180",
+            "--work", str(tmp_path))
+    assert r.returncode == 2 and "--unseen 180" in r.stderr and r.stderr.count("\n") == 1
+    assert os.listdir(tmp_path) == []
