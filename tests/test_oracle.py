@@ -90,19 +90,19 @@ def test_oracle_denoiser_returns_the_noise_of_the_ground_truth(oracle):
         assert dist(far - 0.1 * far.grad / far.grad.abs().max()) < dist(far)
 
 
-def oracle_run(tmp_path, mirror):
+def oracle_run(tmp_path, mirror, stage2=True):
     from bench_toy import colour_metrics, mesh_metrics, run_stages
     from mesh import Mesh
     from toy_oracle import oracle_builder
 
     paths = run_stages(os.path.join(ROOT, "configs", "toy.yaml"),
                        [f"input={EXAMPLE}", "save_path=o", f"outdir={tmp_path}", f"guidance_model={MODEL}", "quiet=true",
-                        "device=cpu", "seed=0"], True, oracle_builder(SEED, mirror))
+                        "device=cpu", "seed=0"], stage2, oracle_builder(SEED, mirror))
     gt = Mesh.load(os.path.join(ROOT, "data", "toy", f"toy_{SEED}.ply"))
     m = mesh_metrics(Mesh.load(paths["coarse"]), gt)
-    fine = colour_metrics(Mesh.load(paths["fine"]), gt)
+    fine = colour_metrics(Mesh.load(paths["fine"]), gt) if stage2 else None
     print("oracle" + (" mirrored" if mirror else ""), {k: round(v, 4) for k, v in m.items() if isinstance(v, float)},
-          "stage 2:", {k: round(v, 4) for k, v in fine.items()})
+          "stage 2:", fine and {k: round(v, 4) for k, v in fine.items()})
     return m, fine
 
 
@@ -119,10 +119,12 @@ def test_oracle_loop_recovers_the_object_and_stage2_improves_it(tmp_path):
 def test_mirrored_azimuth_makes_the_mirror_image(tmp_path):
     """The same loop with the guidance's azimuth mirrored: the oracle describes the mirror image of
     this asymmetric object, SDS, densification and export build it, and it falls below the bounds
-    the correct convention reaches. This pins the camera convention end to end."""
-    m, fine = oracle_run(tmp_path, mirror=True)
+    the correct convention reaches. This pins the camera convention end to end. Stage 1 only: the
+    mirror is in its geometry and colours already (stage 2 repaints the texture, the correct run's
+    stage 1 clears the back-view PSNR bound by itself: 19.25 dB)."""
+    m, _ = oracle_run(tmp_path, mirror=True, stage2=False)
     assert m["iou_back"] < IOU_BACK_MIN, m
-    assert fine["psnr_back"] < PSNR_BACK_MIN, fine
+    assert m["psnr_back"] < PSNR_BACK_MIN, m
     assert m["fscore_5"] < FSCORE5_MIN, m
 
 
