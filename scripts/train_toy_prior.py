@@ -279,10 +279,17 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
     return snr.clamp(max=gamma) / snr
 
 
+def pair_azimuths(T: torch.Tensor) -> torch.Tensor:
+    """|azimuth| in degrees, in [0, 180], between the two views of every pair of ``camera_table``."""
+    return torch.rad2deg(torch.atan2(T[..., 1], T[..., 2])).abs()
+
+
 def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_uncond=0.1, ema_decay=0.999, min_snr=0.0,
-               eval_every=0, evaluate=None):
+               eval_every=0, evaluate=None, pair_range=(0.0, 180.0)):
     """``evaluate(step, ema, seconds, loss)`` runs every ``eval_every`` steps on the EMA weights
-    (``seconds``: UNet training time so far, over every resumed run, evaluations excluded)."""
+    (``seconds``: UNet training time so far, over every resumed run, evaluations excluded).
+    ``pair_range`` (degrees): only the (input, target) pairs whose azimuths are that far apart
+    are drawn (the default, every pair, draws them as before)."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**SCHEDULER)
@@ -302,6 +309,13 @@ def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_unco
     if "rng" in state:
         g.set_state(state["rng"])
     N, V = lat["mean"].shape[:2]
+    restricted = tuple(pair_range) != (0.0, 180.0)
+    d_az = pair_azimuths(T)
+    allowed = (d_az >= pair_range[0] - 1e-4) & (d_az <= pair_range[1] + 1e-4)
+    usable = allowed.flatten(1).any(1).nonzero()[:, 0]
+    if restricted and len(usable) == 0:
+        raise ValueError(f"--pair-azimuths {pair_range[0]:g} {pair_range[1]:g}: no object has two views that far apart "
+                         "(widen the range or render more --views)")
     warmup = min(200, steps // 10 + 1)
     t_start, base_seconds, eval_seconds = time.time(), state.get("seconds", 0.0), 0.0
     unet.train()
@@ -313,6 +327,13 @@ def train_unet(unet, proj, lat, T, scaling, steps, batch, lr, work, seed, p_unco
         n = torch.randint(N, (batch,), generator=g)
         i = torch.randint(V, (batch,), generator=g)
         j = torch.randint(V, (batch,), generator=g)
+        if restricted:  # objects that have such a pair, and their pairs in the range, by redrawing the rest
+            n = usable[torch.randint(len(usable), (batch,), generator=g)]
+            bad = ~allowed[n, i, j]
+            while bad.any():
+                i[bad] = torch.randint(V, (int(bad.sum()),), generator=g)
+                j[bad] = torch.randint(V, (int(bad.sum()),), generator=g)
+                bad = ~allowed[n, i, j]
         z0 = (lat["mean"][n, j] + lat["std"][n, j] * torch.randn(lat["mean"][n, j].shape, generator=g)) * scaling
         cond = lat["mean"][n, i]  # the input view's latent, unscaled (Zero123: posterior mode)
         token = proj(torch.cat([lat["clip"][n, i], T[n, i, j]], -1))[:, None]
@@ -409,6 +430,9 @@ def main(argv=None):
     ap.add_argument("--unet-lr", type=POSITIVE, default=1e-3)
     ap.add_argument("--min-snr", type=NONNEG, default=0.0,
                     help="Min-SNR-gamma loss weighting of the UNet (0: plain MSE, as the shipped model)")
+    ap.add_argument("--pair-azimuths", type=float, nargs=2, default=[0.0, 180.0], metavar=("MIN", "MAX"),
+                    help="train only on (input, target) pairs whose azimuths are MIN to MAX degrees apart (default: "
+                    "every pair; e.g. 60 120: the side views, where left and right differ most)")
     ap.add_argument("--eval-every", type=NONNEG_INT, default=0,
                     help="learning curve: every N UNet steps, the EMA prior's DDIM novel views on --eval-objects "
                     "held-out objects (and with the azimuth mirrored) into --work's curve.json (0: off)")
@@ -440,6 +464,10 @@ def main(argv=None):
             return 2
         args.resolution = size
     args.resolution = args.resolution or RESOLUTION
+    lo, hi = args.pair_azimuths
+    if not 0 <= lo <= hi <= 180:
+        print(f"error: --pair-azimuths {lo:g} {hi:g}: need 0 <= MIN <= MAX <= 180 (degrees apart)", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
@@ -453,7 +481,7 @@ def main(argv=None):
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
         # work folders from before --min-snr / --resolution trained without weighting, at 64 px
-        old = {"min_snr": 0.0, "resolution": RESOLUTION, **json.load(open(meta_path))}
+        old = {"min_snr": 0.0, "resolution": RESOLUTION, "pair_azimuths": [0.0, 180.0], **json.load(open(meta_path))}
         history = old.pop("unet_steps_history", [old.get("unet_steps")])
         same_but_longer = ({**old, "unet_steps": meta["unet_steps"]} == meta and meta["unet_steps"] >= history[-1])
         if not same_but_longer:
@@ -519,7 +547,8 @@ def main(argv=None):
               f"IoU {scores['prior']['iou']:.3f}", file=sys.stderr)
 
     unet_state = train_unet(unet, proj, lat, T, scaling, args.unet_steps, args.unet_batch, args.unet_lr, args.work,
-                            args.seed, min_snr=args.min_snr, eval_every=args.eval_every, evaluate=curve_point)
+                            args.seed, min_snr=args.min_snr, eval_every=args.eval_every, evaluate=curve_point,
+                            pair_range=tuple(args.pair_azimuths))
     t_unet = time.time() - t0 - t_data - t_vae
     n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
                 (("vae", vae), ("unet", unet), ("image_encoder", clip), ("clip_camera_projection", proj))}

@@ -192,7 +192,7 @@ def test_train_script_continues_a_model_folder(tmp_path):
             "--vae-batch", "4", "--unet-steps", "3", "--resolution", "32", *small)
     assert r.returncode == 0, r.stderr[-2000:]
     r = cli("scripts/train_toy_prior.py", "--out", out, "--work", str(tmp_path / "w2"), "--init-from", first,
-            "--unet-steps", "2", "--attention", "classic", *small)
+            "--unet-steps", "2", "--attention", "classic", "--pair-azimuths", "0", "120", *small)
     assert r.returncode == 0, r.stderr[-2000:]
     for part in ("vae", "image_encoder", "unet"):
         name = "model.safetensors" if part == "image_encoder" else "diffusion_pytorch_model.safetensors"
@@ -203,6 +203,10 @@ def test_train_script_continues_a_model_folder(tmp_path):
     assert new["init_from"]["record"] == old and new["init_from"]["path"] == first
     assert new["scaling_factor"] == old["scaling_factor"] and new["args"]["vae_steps"] == 0
     assert new["trained"] == ["unet", "clip_camera_projection"] and new["attention"] == "classic"
+    assert new["args"]["pair_azimuths"] == [0.0, 120.0]
+    r = cli("scripts/train_toy_prior.py", "--out", str(tmp_path / "n3"), "--work", str(tmp_path / "w4"),
+            "--pair-azimuths", "120", "60")
+    assert r.returncode == 2 and "need 0 <= MIN <= MAX <= 180" in r.stderr and r.stderr.count("\n") == 1
     # the continued model loads as a prior; a missing folder or writing over it: one line each
     from guidance.zero123 import Zero123Guidance
 
