@@ -73,9 +73,9 @@ def vae_config(resolution: int = RESOLUTION) -> dict:
     """The toy VAE for ``resolution`` px renders: one encoder block per halving down to 8x8x4
     latents, the narrowest dropped first (64 px: widths (8, 16, 32, 64), 3 downsamplings;
     32 px: (16, 32, 64), 2)."""
-    blocks = int(round(math.log2(resolution / LATENT))) + 1
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, not {resolution}")
+    blocks = int(round(math.log2(resolution / LATENT))) + 1
     return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 32, 64)[-blocks:],
                 down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
                 layers_per_block=1, norm_num_groups=8, act_fn="silu", sample_size=resolution,
@@ -127,7 +127,7 @@ def build_models(seed: int, resolution: int = RESOLUTION):
     return vae, unet, clip, proj
 
 
-def load_init(folder: str, resolution: int = RESOLUTION):
+def load_init(folder: str):
     """(vae, unet, clip, proj, record) of a model folder this script wrote, as it was exported."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import load_file
@@ -140,9 +140,9 @@ def load_init(folder: str, resolution: int = RESOLUTION):
     sd = load_file(os.path.join(folder, "clip_camera_projection", "diffusion_pytorch_model.safetensors"))
     proj = torch.nn.Linear(sd["proj.weight"].shape[1], sd["proj.weight"].shape[0])
     proj.load_state_dict({"weight": sd["proj.weight"], "bias": sd["proj.bias"]})
-    if vae.config.sample_size != resolution or unet.config.in_channels != 8:
-        raise ValueError(f"--init-from {folder}: not a {resolution} px toy Zero123 (vae sample_size "
-                         f"{vae.config.sample_size}, unet in_channels {unet.config.in_channels})")
+    if unet.config.in_channels != 8:  # main() checked the VAE's resolution
+        raise ValueError(f"--init-from {folder}: not a toy Zero123 (unet in_channels {unet.config.in_channels}, "
+                         "not 8)")
     return vae, unet, clip, proj, record
 
 
@@ -458,6 +458,10 @@ def main(argv=None):
         return 2
     if args.init_from:
         size = json.load(open(os.path.join(args.init_from, "vae", "config.json"))).get("sample_size")
+        if size not in RESOLUTIONS:
+            print(f"error: --init-from {args.init_from}: a {size} px VAE; a toy Zero123 is one of {RESOLUTIONS} px",
+                  file=sys.stderr)
+            return 2
         if args.resolution not in (None, size):
             print(f"error: --resolution {args.resolution}: --init-from {args.init_from} is a {size} px model "
                   "(its VAE is kept, so its resolution is)", file=sys.stderr)
@@ -480,7 +484,8 @@ def main(argv=None):
         del meta["init_from"]
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
-        # work folders from before --min-snr / --resolution trained without weighting, at 64 px
+        # work folders from before --min-snr / --resolution / --pair-azimuths trained without weighting, at 64 px,
+        # on every pair
         old = {"min_snr": 0.0, "resolution": RESOLUTION, "pair_azimuths": [0.0, 180.0], **json.load(open(meta_path))}
         history = old.pop("unet_steps_history", [old.get("unet_steps")])
         same_but_longer = ({**old, "unet_steps": meta["unet_steps"]} == meta and meta["unet_steps"] >= history[-1])
@@ -495,7 +500,7 @@ def main(argv=None):
     t0 = time.time()
     init_record, hours_before = None, 0.0
     if args.init_from:
-        vae, unet, clip, proj, init_record = load_init(args.init_from, args.resolution)
+        vae, unet, clip, proj, init_record = load_init(args.init_from)
         hours_before = init_unet_hours(init_record)
     else:
         vae, unet, clip, proj = build_models(args.seed, args.resolution)

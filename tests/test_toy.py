@@ -241,6 +241,7 @@ def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
     assert abs(untrained["gain"]) < 0.1
     # and its camera: asked for the input view's own camera instead of each target's, its error
     # grows (measured 1.48x on these pairs; it knows how far a view is turned, BENCHMARKS.md)
+    # (a fresh guidance: the input latents' posterior samples are drawn as for ``trained``, only the camera differs)
     still = pair_losses(Zero123Guidance(MODEL, seed=0), seeds, 4, timesteps=(700,), still=True)["700"]
     assert still["eps"] > 1.3 * trained["eps"]
     out = tmp_path / "eval.json"
