@@ -74,7 +74,8 @@ def main():
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json")
-    ap.add_argument("--tiny", action="store_true", help="tiny models (a smoke run of this script; times mean nothing)")
+    ap.add_argument("--tiny", action="store_true", help="tiny models, no warm-up (a smoke run of this script; "
+                    "times mean nothing)")
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -101,7 +102,8 @@ def main():
             g.refine(torch.rand(n, 3, res, res, device=device), views, 0.8, 50)
 
         for name, fn in (("sds_step", sds), ("refine_10_steps", refine)):
-            fn()  # warm-up
+            if not args.tiny:  # a smoke run's times mean nothing: no warm-up
+                fn()  # warm-up
             ts = []
             for _ in range(args.reps):
                 sync()

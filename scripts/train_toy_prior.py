@@ -37,6 +37,10 @@ trained on along a new learning-rate schedule of ``--unet-steps`` with a fresh o
 ``training.json`` keeps the folder's own record under ``init_from``, and the learning curve's
 hours count the folder's UNet hours first. ``--attention classic`` trains with diffusers' classic
 attention processor (the same maths; 11-25 % faster a step on these CPUs, BENCHMARKS.md).
+``--sign-init N`` starts the camera projection's sin(d_azimuth) column at a random direction of
+norm N instead of Zero123's zero: from zero (the shipped model kept it at 0.11, against 1.19 for
+cos) the UNet sees left and right almost alike, and 2000 steps on side pairs taught it no difference
+(BENCHMARKS.md).
 
 Learning curve: with ``--eval-every N`` the EMA prior is exported every N UNet steps (to
 ``--work``/curve_model) and scored as ``eval_toy_prior.py`` scores a prior: its DDIM novel views
@@ -150,6 +154,16 @@ def init_unet_hours(record: dict) -> float:
     """UNet training hours behind a model folder's record (its own init_from's first)."""
     before = init_unet_hours(record["init_from"]["record"]) if "init_from" in record else 0.0
     return before + sum(r["seconds"]["unet"] for r in record.get("runs", [])) / 3600
+
+
+def sign_init(proj, norm: float, seed: int):
+    """The camera projection's sin(d_azimuth) column (input 1 of the 4 camera inputs after the CLIP
+    embedding) set to a fixed random direction of ``norm``: from a zero column the UNet never sees
+    left and right apart, so it has no gradient to learn to use them (measured, BENCHMARKS.md)."""
+    g = torch.Generator().manual_seed(seed + 7)
+    v = torch.randn(proj.weight.shape[0], generator=g)
+    with torch.no_grad():
+        proj.weight[:, proj.weight.shape[1] - 3] = v * (norm / v.norm())
 
 
 def feature_extractor():
@@ -442,6 +456,10 @@ def main(argv=None):
     ap.add_argument("--attention", choices=("default", "classic"), default="default",
                     help="the UNet's attention processor while training (classic: diffusers' AttnProcessor, faster "
                     "on CPU; the weights are the same kind either way)")
+    ap.add_argument("--sign-init", type=NONNEG, default=0.0,
+                    help="before the UNet's first step, set the camera projection's sin(d_azimuth) column (the only "
+                    "input that tells left from right) to a random direction of this norm (0: leave it; Zero123's "
+                    "zero init, which the shipped model kept near zero: 0.11 against 1.19 for cos)")
     ap.add_argument("--seed", type=NONNEG_INT, default=0)
     ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -486,7 +504,8 @@ def main(argv=None):
     if os.path.isfile(meta_path):
         # work folders from before --min-snr / --resolution / --pair-azimuths trained without weighting, at 64 px,
         # on every pair
-        old = {"min_snr": 0.0, "resolution": RESOLUTION, "pair_azimuths": [0.0, 180.0], **json.load(open(meta_path))}
+        old = {"min_snr": 0.0, "resolution": RESOLUTION, "pair_azimuths": [0.0, 180.0], "sign_init": 0.0,
+               **json.load(open(meta_path))}
         history = old.pop("unet_steps_history", [old.get("unet_steps")])
         same_but_longer = ({**old, "unet_steps": meta["unet_steps"]} == meta and meta["unet_steps"] >= history[-1])
         if not same_but_longer:
@@ -504,6 +523,8 @@ def main(argv=None):
         hours_before = init_unet_hours(init_record)
     else:
         vae, unet, clip, proj = build_models(args.seed, args.resolution)
+    if args.sign_init:  # a resumed run's checkpoint replaces it with the projection it trained
+        sign_init(proj, args.sign_init, args.seed)
     if args.attention == "classic":
         from diffusers.models.attention_processor import AttnProcessor
 

@@ -5,6 +5,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (the README's command): each worker, and the scripts it
+    # starts, its share of the cores; N torch processes that each use every core run many times slower
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = str(_share)
+    import torch
+
+    torch.set_num_threads(_share)
 
 
 @pytest.fixture(scope="session")

@@ -192,7 +192,8 @@ def test_train_script_continues_a_model_folder(tmp_path):
             "--vae-batch", "4", "--unet-steps", "3", "--resolution", "32", *small)
     assert r.returncode == 0, r.stderr[-2000:]
     r = cli("scripts/train_toy_prior.py", "--out", out, "--work", str(tmp_path / "w2"), "--init-from", first,
-            "--unet-steps", "2", "--attention", "classic", "--pair-azimuths", "0", "120", *small)
+            "--unet-steps", "2", "--attention", "classic", "--pair-azimuths", "0", "120", "--sign-init", "1.5",
+            *small)
     assert r.returncode == 0, r.stderr[-2000:]
     for part in ("vae", "image_encoder", "unet"):
         name = "model.safetensors" if part == "image_encoder" else "diffusion_pytorch_model.safetensors"
@@ -203,7 +204,14 @@ def test_train_script_continues_a_model_folder(tmp_path):
     assert new["init_from"]["record"] == old and new["init_from"]["path"] == first
     assert new["scaling_factor"] == old["scaling_factor"] and new["args"]["vae_steps"] == 0
     assert new["trained"] == ["unet", "clip_camera_projection"] and new["attention"] == "classic"
-    assert new["args"]["pair_azimuths"] == [0.0, 120.0]
+    assert new["args"]["pair_azimuths"] == [0.0, 120.0] and new["args"]["sign_init"] == 1.5
+    # --sign-init: the projection's column for T's sin(d_azimuth) (Zero123's T: d_polar, sin, cos, d_radius after
+    # the CLIP embedding) starts at that norm; from scratch it starts at zero, as Zero123's
+    w_old, w_new = (load_file(os.path.join(d, "clip_camera_projection", "diffusion_pytorch_model.safetensors"))
+                    ["proj.weight"] for d in (first, out))
+    sin = w_new.shape[1] - 3
+    assert abs(float(w_new[:, sin].norm()) - 1.5) < 0.05 and float(w_old[:, sin].norm()) < 0.05
+    assert torch.allclose(w_new[:, sin + 1], w_old[:, sin + 1], atol=0.02)  # the cos column: trained on, not reset
     r = cli("scripts/train_toy_prior.py", "--out", str(tmp_path / "n3"), "--work", str(tmp_path / "w4"),
             "--pair-azimuths", "120", "60")
     assert r.returncode == 2 and "need 0 <= MIN <= MAX <= 180" in r.stderr and r.stderr.count("\n") == 1
