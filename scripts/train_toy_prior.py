@@ -151,8 +151,12 @@ def load_init(folder: str):
 
 
 def init_unet_hours(record: dict) -> float:
-    """UNet training hours behind a model folder's record (its own init_from's first)."""
+    """UNet training hours behind a model folder's record (its own init_from's first), evaluations
+    excluded where the record says (``unet_training_seconds``; older records: each run's UNet wall
+    time, which counted its learning-curve evaluations too)."""
     before = init_unet_hours(record["init_from"]["record"]) if "init_from" in record else 0.0
+    if "unet_training_seconds" in record:
+        return before + record["unet_training_seconds"] / 3600
     return before + sum(r["seconds"]["unet"] for r in record.get("runs", [])) / 3600
 
 
@@ -586,7 +590,9 @@ def main(argv=None):
                                          else init_record.get("vae_recon_loss_last100")),
               "unet_loss_last200": float(np.mean(unet_state["losses"][-200:])),
               "seconds": {"data": round(t_data, 1), "vae": round(t_vae, 1), "unet": round(t_unet, 1)},
-              "torch_threads": torch.get_num_threads()}
+              "torch_threads": torch.get_num_threads(),
+              # this folder's UNet training over every resumed run, evaluations excluded (the curve's hours)
+              "unet_training_seconds": round(unet_state.get("seconds", 0.0), 2)}
     # every run on this --work (a continued UNet has several): steps reached, times, threads
     runs_path = os.path.join(args.work, "runs.json")
     runs = json.load(open(runs_path)) if os.path.isfile(runs_path) else []

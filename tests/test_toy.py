@@ -205,6 +205,11 @@ def test_train_script_continues_a_model_folder(tmp_path):
     assert new["scaling_factor"] == old["scaling_factor"] and new["args"]["vae_steps"] == 0
     assert new["trained"] == ["unet", "clip_camera_projection"] and new["attention"] == "classic"
     assert new["args"]["pair_azimuths"] == [0.0, 120.0] and new["args"]["sign_init"] == 1.5
+    # hours: each folder's UNet training without evaluations, chained through init_from
+    from train_toy_prior import init_unet_hours
+
+    assert 0 < new["unet_training_seconds"] <= sum(r["seconds"]["unet"] for r in new["runs"]) + 0.1
+    assert init_unet_hours(new) == pytest.approx((old["unet_training_seconds"] + new["unet_training_seconds"]) / 3600)
     # --sign-init: the projection's column for T's sin(d_azimuth) (Zero123's T: d_polar, sin, cos, d_radius after
     # the CLIP embedding) starts at that norm; from scratch it starts at zero, as Zero123's
     w_old, w_new = (load_file(os.path.join(d, "clip_camera_projection", "diffusion_pytorch_model.safetensors"))
