@@ -39,8 +39,8 @@ hours count the folder's UNet hours first. ``--attention classic`` trains with d
 attention processor (the same maths; 11-25 % faster a step on these CPUs, BENCHMARKS.md).
 ``--sign-init N`` starts the camera projection's sin(d_azimuth) column at a random direction of
 norm N instead of Zero123's zero: from zero (the shipped model kept it at 0.11, against 1.19 for
-cos) the UNet sees left and right almost alike, and 2000 steps on side pairs taught it no difference
-(BENCHMARKS.md).
+cos) the UNet sees left and right almost alike, and 2000 steps on side pairs taught it no difference;
+started at 1.2 the same run learns the sign (BENCHMARKS.md).
 
 Learning curve: with ``--eval-every N`` the EMA prior is exported every N UNet steps (to
 ``--work``/curve_model) and scored as ``eval_toy_prior.py`` scores a prior: its DDIM novel views
@@ -162,8 +162,8 @@ def init_unet_hours(record: dict) -> float:
 
 def sign_init(proj, norm: float, seed: int):
     """The camera projection's sin(d_azimuth) column (input 1 of the 4 camera inputs after the CLIP
-    embedding) set to a fixed random direction of ``norm``: from a zero column the UNet never sees
-    left and right apart, so it has no gradient to learn to use them (measured, BENCHMARKS.md)."""
+    embedding) set to a fixed random direction of ``norm``: from a zero column the UNet barely sees
+    left and right apart, so it has little gradient to learn to use them (measured, BENCHMARKS.md)."""
     g = torch.Generator().manual_seed(seed + 7)
     v = torch.randn(proj.weight.shape[0], generator=g)
     with torch.no_grad():
