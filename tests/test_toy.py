@@ -312,12 +312,13 @@ def test_demo_app_offers_the_toy_model_when_zero123_is_missing():
 
 
 # ------------------------------------------------------------------ the generative loop, end to end
-# Bounds from BENCHMARKS.md (scripts/bench_toy.py on this object, 3 random seeds, mean ± std; 2026-12-01):
-# trained F-score@1% 0.172 ± 0.007, back-view IoU 0.876 ± 0.004, Chamfer-L1 0.0505 ± 0.0007;
+# Bounds from BENCHMARKS.md (scripts/bench_toy.py on this object, 3 random seeds, mean ± std): the prior
+# shipped since 2026-12-02, F-score@1% 0.165 ± 0.007, back-view IoU 0.869 ± 0.005, Chamfer-L1 0.0508 ± 0.0007
+# (the one before: 0.172 ± 0.007, 0.876 ± 0.004, 0.0505 ± 0.0007);
 # untrained 0.106 ± 0.006, 0.709 ± 0.006, 0.0597 ± 0.0013; no prior 0.120 ± 0.005, 0.567 ± 0.003,
 # 0.0712 ± 0.0021. The oracle (tests/test_oracle.py) reaches 0.299 / 0.926 / 0.0279. Each bound lies beyond the untrained network's mean (so a prior that has
-# forgotten what it learnt fails, not only one that is gone) and within 3 std of the trained mean.
-FSCORE_MIN = 0.145
+# forgotten what it learnt fails, not only one that is gone) and at least 3 std below the trained mean.
+FSCORE_MIN = 0.14
 IOU_BACK_MIN = 0.80
 CHAMFER_MAX = 0.056
 
@@ -343,8 +344,8 @@ def test_toy_image_to_3d_finds_the_unseen_side(toy_run):
     brings these below the bounds. The camera convention itself is pinned by
     test_guidance_camera_embedding_equals_zero123_training_formula and, end to end, by
     tests/test_oracle.py (a perfect prior fed the mirrored azimuth builds the mirror image): the
-    toy prior barely tells left from right (scripts/eval_toy_prior.py, heldout_mirrored), so a
-    mirrored azimuth would hardly move these figures."""
+    toy prior tells left from right only a little (scripts/eval_toy_prior.py, heldout_mirrored:
+    x0 error 13 % higher mirrored), so a mirrored azimuth would move these figures little."""
     from bench_toy import mesh_metrics
     from mesh import Mesh
 
