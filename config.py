@@ -235,7 +235,7 @@ RULES = {
     "reset_opacity_value": _num(0, 1, lo_open=True), "final_prune_min_opacity": FRACTION,
     "final_prune_max_scale": NONNEG, "density_thresh": POSITIVE, "mc_resolution": _num(2, integer=True),
     "mc_num_blocks": COUNT, "mc_padding": NONNEG, "mc_sigma_cut": POSITIVE, "mc_margin": NONNEG,
-    "mc_min_opacity": _num(0, 1, hi_open=True), "min_component_ratio": FRACTION, "remove_cavities": _any,
+    "mc_min_opacity": _num(0, 1, hi_open=True), "mc_close_radius": _num(0, 0.5), "min_component_ratio": FRACTION, "remove_cavities": _any,
     "decimate_target": _num(0, integer=True), "texture_size": COUNT, "bake_resolution": COUNT,
     "bake_num_azimuth": COUNT, "bake_elevations": _items(_num(-89.9, 89.9), 1), "bake_top_bottom": _any,
     "bake_grazing_cos": _num(-1, 1, hi_open=True), "bake_blend": _choice("first", "weighted"), "mesh": _any,

@@ -108,7 +108,11 @@ def toy_run(run, seed, azimuths, repeat, args, unseen, extra=()) -> dict:
     name = f"{seed}_{len(azimuths)}v_{run}_{repeat}"
     out = {"coarse": os.path.join(args.work, name + "_mesh.obj"), "run": os.path.join(args.work, name + "_run.json")}
     try:
-        if not (args.reuse and finished(out["run"])):
+        if args.remesh:  # the saved Gaussians meshed again with the mesh keys as they are now
+            from bench_toy import remesh
+
+            out = remesh(os.path.join(ROOT, "configs", "toy.yaml"), overrides)
+        elif not (args.reuse and finished(out["run"])):
             out = run_stages(os.path.join(ROOT, "configs", "toy.yaml"), overrides, False, build)
     except NoSurfaceError as e:
         return {"chamfer": None, "fscore_5": 0.0, "iou": 0.0, "iou_unseen": 0.0, "psnr_unseen": None, "error": str(e)}
@@ -253,6 +257,9 @@ def main(argv=None):
                     "input of every view set; --unseen 270 scores a set run alone as the default sets are scored)")
     ap.add_argument("--reuse", action="store_true",
                     help="score the finished runs already in --work instead of running them again (a resumed bench)")
+    ap.add_argument("--remesh", action="store_true",
+                    help="runs already in --work: mesh each run's saved Gaussians again with the mesh keys as they "
+                    "are now (no training) and score")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--picture", nargs=2, metavar=("SEED", "PNG"),
                     help="afterwards draw this object's meshes (seed 0 of every run and view set) into PNG")

@@ -147,6 +147,37 @@ def run_stages(cfg_path, overrides, stage2=False, build_guidance=None, log=lambd
     return output_paths(cfg)
 
 
+def remesh(cfg_path, overrides) -> dict:
+    """Stage 1's mesh made again from the Gaussians that run saved (``<save_path>_model.ply``) with
+    the mesh keys of ``cfg_path`` + ``overrides`` as they are now: scores a change of the mesh
+    export on old runs without training again. Returns the output paths (trainer.output_paths)."""
+    from config import load_config
+    from gaussians import GaussianModel
+    from gs_renderer import render
+    from mesh_utils import gaussians_to_mesh
+    from mesh import mesh_files
+    from trainer import digests, output_paths, read_run_json, update_run_json
+
+    cfg = load_config(cfg_path, overrides)
+    paths = output_paths(cfg)
+    g = GaussianModel.load(paths["ply"])
+
+    def render_fn(cam):
+        with torch.no_grad():
+            o = render(g, cam, (1.0, 1.0, 1.0), cfg.rasterizer, cfg.tile_size, cfg.chunk_size)
+        return o["image"], o["alpha"]
+
+    mesh, times, stats = gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
+    mesh.save(paths["coarse"])
+    # run.json: the new mesh's hashes (stage 2 refines only the mesh its stage 1 record names)
+    record = {k: v for k, v in (read_run_json(paths["run"]).get("stage1") or {}).items()
+              if k not in ("config", "torch_threads")}
+    record.update(mesh=stats, files={**record.get("files", {}), **digests(mesh_files(paths["coarse"]))},
+                  remeshed={"from": paths["ply"], "mesh_export_stages": times})
+    update_run_json(paths["run"], "stage1", cfg, record)
+    return paths
+
+
 def run_overrides(run, seed, repeat, example, model, untrained, work) -> list:
     """The config overrides of one run of ``run`` (the oracle runs with the trained model's VAE)."""
     png, _ = example
@@ -162,7 +193,7 @@ def run_overrides(run, seed, repeat, example, model, untrained, work) -> list:
 
 
 def one_run(run, seed, repeat, example, model, untrained, work, cfg_path, extra, reuse=False, stage2=False,
-            mirror_azimuth=False) -> dict:
+            mirror_azimuth=False, remesh_only=False) -> dict:
     from mesh import Mesh
     from mesh_utils import NoSurfaceError
 
@@ -177,7 +208,11 @@ def one_run(run, seed, repeat, example, model, untrained, work, cfg_path, extra,
     base = os.path.join(work, f"{seed}_{run}_{repeat}")
     final = base + (".obj" if stage2 else "_mesh.obj")
     try:
-        if not (reuse and os.path.isfile(final)):  # stage 1 does not decode: its outputs serve a new decoder
+        if remesh_only:  # the saved Gaussians meshed again, then stage 2 again on that mesh
+            remesh(cfg_path, overrides)
+            if stage2:
+                run_stages(cfg_path, overrides, True, build, stage1=False)
+        elif not (reuse and os.path.isfile(final)):  # stage 1 does not decode: its outputs serve a new decoder
             have_stage1 = reuse and os.path.isfile(base + "_mesh.obj") and os.path.isfile(base + "_run.json")
             run_stages(cfg_path, overrides, stage2, build, stage1=not have_stage1)
     except NoSurfaceError as e:
@@ -378,6 +413,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--reuse", action="store_true",
                     help="score the meshes a previous run left in --work instead of running those runs again")
+    ap.add_argument("--remesh", action="store_true",
+                    help="runs already in --work: mesh each run's saved Gaussians again with the mesh keys as they "
+                    "are now (no training), then stage 2 again with --stage2, and score")
     ap.add_argument("--stage2", action="store_true",
                     help="run stage 2 too and report psnr/ssim of both stages (psnr_stage1, psnr_stage2, ...)")
     ap.add_argument("overrides", nargs="*", help="extra key=value config overrides for every run")
@@ -410,7 +448,7 @@ def main(argv=None):
             if "trained" in args.runs:
                 results[str(s)]["novel_views"] = novel_views(args.model, s, examples[s], gscale)
         m = one_run(run, s, r, examples[s], args.model, untrained, args.work, args.config, args.overrides,
-                    args.reuse, args.stage2)
+                    args.reuse, args.stage2, remesh_only=args.remesh)
         results[str(s)][run].append(m)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(seed=s, run=run, fscore=f"{m['fscore']:.3f}", iou_back=f"{m['iou_back']:.3f}")

@@ -13,7 +13,7 @@ from helpers import make_gaussians, sphere_of_gaussians
 from mesh import Mesh, MeshFormatError
 from mesh_renderer import rasterize_torch, render_mesh
 from mesh_utils import (NoSurfaceError, bake_texture, bake_views, clean_mesh, decimate, density_brute, density_grid,
-                        marching_cubes, unwrap_uv)
+                        close_with_ball, fill_interior, marching_cubes, unwrap_uv)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPOT = os.path.join(ROOT, "data", "spot")
@@ -150,6 +150,95 @@ def test_sphere_of_gaussians_gives_a_sphere():
     pts, _ = trimesh.sample.sample_surface(m, 3000, seed=0)
     d_mesh_to_sphere = np.abs(np.linalg.norm(pts, axis=1) - r).mean()
     assert d_mesh_to_sphere < 0.05, d_mesh_to_sphere
+
+
+def gaussians_at(means, scale=0.02, opacity=0.9):
+    from gaussians import GaussianModel, inverse_sigmoid, rgb_to_sh
+
+    n = means.shape[0]
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1
+    return GaussianModel(0).set_params(
+        means=means, scales=torch.full((n, 3), math.log(scale)), quats=quats,
+        opacities=torch.full((n,), float(inverse_sigmoid(torch.tensor(opacity)))),
+        sh0=rgb_to_sh(torch.full((n, 3), 0.7))[:, None], shN=torch.zeros(n, 0, 3))
+
+
+def surface(grid, c, h):
+    import trimesh
+
+    v, f = clean_mesh(*marching_cubes(grid, c, h, 1.0))
+    return trimesh.Trimesh(v, f)
+
+
+def test_fill_interior_seals_a_cracked_shell_and_keeps_a_torus_hole():
+    """A hollow shell of Gaussians cracked by a slit (what SDS leaves: a shell, open here and there)
+    meshes as an outer and an inner wall joined through the slit; filled, it is one outer surface.
+    A torus keeps its hole, which is far wider than the ball."""
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(12000, 3, generator=gen)
+    p = 0.5 * d / d.norm(dim=1, keepdim=True)
+    slit = (p[:, 0] > 0) & (p[:, 2].abs() < 0.03)  # half a ring cut through the shell, ~4 cells wide
+    grid, c, h = density_grid(gaussians_at(p[~slit]), 64, 8)
+    hollow = surface(grid, c, h)
+    filled_grid, added = fill_interior(grid, 1.0, 3)
+    filled = surface(filled_grid, c, h)
+    rad = np.linalg.norm(filled.vertices, axis=1)
+    assert hollow.euler_number < 2 and np.linalg.norm(hollow.vertices, axis=1).min() < 0.46  # the inner wall
+    assert added > 0.9 * (4 / 3 * math.pi * 0.45 ** 3) / float(2 * h / 63) ** 3  # the whole inside
+    assert filled.is_watertight and filled.euler_number == 2 and rad.min() > 0.49  # no inner wall left
+    assert abs(filled.area - 4 * math.pi * np.median(rad) ** 2) < 0.05 * filled.area
+    assert fill_interior(grid, 1.0, 0)[1] == 0  # radius 0: only closed cavities, and this one is open
+    # a torus (ring radius 0.35, tube radius 0.12): its tube fills, its hole stays
+    u, w = torch.rand(16000, generator=gen) * 2 * math.pi, torch.rand(16000, generator=gen) * 2 * math.pi
+    ring = torch.stack([(0.35 + 0.12 * torch.cos(w)) * torch.cos(u), (0.35 + 0.12 * torch.cos(w)) * torch.sin(u),
+                        0.12 * torch.sin(w)], -1)
+    grid, c, h = density_grid(gaussians_at(ring), 64, 8)
+    plain = surface(grid, c, h)  # its closed inner wall is a cavity: clean_mesh drops it
+    torus = surface(fill_interior(grid, 1.0, 3)[0], c, h)
+    assert torus.is_watertight and torus.euler_number == plain.euler_number == 0 and len(torus.split()) == 1
+    assert abs(torus.area - plain.area) < 0.01 * plain.area
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_closing_by_distance_transforms_equals_scipy_closing_with_a_ball(radius):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(radius)
+    occ = np.pad(rng.uniform(size=(20, 20, 20)) > 0.6, radius + 1)
+    r = np.arange(-radius, radius + 1)
+    x, y, z = np.meshgrid(r, r, r, indexing="ij")
+    ball = x * x + y * y + z * z <= radius * radius
+    expected = ndimage.binary_closing(occ, structure=ball)
+    got = close_with_ball(occ, radius)
+    assert got.sum() > occ.sum() and np.array_equal(got, expected)
+
+
+def test_fill_interior_radius_zero_fills_exactly_the_enclosed_cavities():
+    """Against a breadth-first flood fill from the border (6-connected): radius 0 makes solid
+    exactly the empty cells the border cannot reach, at density 2 * thresh, and leaves the rest."""
+    from collections import deque
+
+    rng = np.random.default_rng(0)
+    grid = torch.from_numpy(rng.uniform(0, 2, (14, 14, 14)).astype(np.float32))
+    occ = (grid > 0.9).numpy()
+    outside = np.zeros_like(occ)
+    queue = deque((i, j, k) for i in range(14) for j in range(14) for k in range(14)
+                  if not occ[i, j, k] and min(i, j, k) == 0 or max(i, j, k) == 13 and not occ[i, j, k])
+    for q in queue:
+        outside[q] = True
+    while queue:
+        i, j, k = queue.popleft()
+        for di, dj, dk in ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)):
+            n = (i + di, j + dj, k + dk)
+            if all(0 <= x < 14 for x in n) and not occ[n] and not outside[n]:
+                outside[n] = True
+                queue.append(n)
+    enclosed = ~occ & ~outside
+    out, added = fill_interior(grid, 0.9, 0)
+    assert enclosed.sum() > 0 and added == enclosed.sum()
+    assert torch.equal(out[torch.from_numpy(enclosed)], torch.full((int(enclosed.sum()),), 1.8))
+    assert torch.equal(out[torch.from_numpy(~enclosed)], grid[torch.from_numpy(~enclosed)])
 
 
 def test_no_surface_is_a_clear_error():
