@@ -9,8 +9,8 @@
 2. ``fill_interior`` (optional, ``mc_close_radius``): the empty space inside the object becomes
    solid. SDS and the input-view losses shape only what the cameras see, so the Gaussians form
    a shell, hollow inside, cracked here and there; marching cubes then meshes the hollows as
-   inner walls joined to the outside by the cracks (on the toy benchmark 15-25 % of the mesh's
-   area lies inside the object, BENCHMARKS.md). The occupancy is closed with a ball (sealing
+   inner walls joined to the outside by the cracks (on one measured toy run, 17 % of the mesh's
+   area lay inside the object: BENCHMARKS.md, *The hollow inside*). The occupancy is closed with a ball (sealing
    cracks narrower than its diameter) and every empty region the outside cannot reach is filled.
 3. ``extract_surface``: marching cubes (PyMCubes) at ``density_thresh``, then cleanup (merge close
    vertices, drop degenerate faces and small floating components) and quadric decimation
