@@ -21,10 +21,11 @@ SEED = 100003  # held out; its green arm sticks out to the right: left and right
 EXAMPLE = os.path.join(ROOT, "data", "toy", f"toy_{SEED}_rgba.png")
 
 # Bounds from BENCHMARKS.md (scripts/bench_toy.py --runs oracle ... untrained --stage2 on this object,
-# 3 random seeds, mean ± std): oracle F-score@5% 0.950 ± 0.003, back-view IoU 0.799 ± 0.009,
-# back-view PSNR 19.35 ± 0.18 dB (stage 2 +0.10 dB, +0.0016 SSIM over stage 1); the untrained network
-# 0.782 / 0.575 / 15.63; the oracle with the azimuth mirrored (these tests, seed 0) 0.776 / 0.531 /
-# 15.09. Each bound lies between the oracle and both of the others.
+# 3 random seeds, mean ± std, the toy config's defaults since 2026-12-02: the hollow inside filled,
+# bench_results/toy_fill_full_cpu.json): oracle F-score@5% 0.943 ± 0.004, back-view IoU 0.792 ± 0.009,
+# back-view PSNR 19.21 ± 0.16 dB (stage 2 +0.08 dB, +0.0015 SSIM over stage 1); the untrained network
+# 0.777 / 0.594 / 15.84; the oracle with the azimuth mirrored (these tests, seed 0) 0.760 / 0.529 /
+# 14.96. Each bound lies between the oracle and both of the others.
 FSCORE5_MIN = 0.88
 IOU_BACK_MIN = 0.70
 PSNR_BACK_MIN = 17.5
