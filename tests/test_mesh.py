@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cameras import Camera
-from helpers import make_gaussians, sphere_of_gaussians
+from helpers import gaussians_at, make_gaussians, sphere_of_gaussians
 from mesh import Mesh, MeshFormatError
 from mesh_renderer import rasterize_torch, render_mesh
 from mesh_utils import (NoSurfaceError, bake_texture, bake_views, clean_mesh, decimate, density_brute, density_grid,
@@ -152,18 +152,6 @@ def test_sphere_of_gaussians_gives_a_sphere():
     assert d_mesh_to_sphere < 0.05, d_mesh_to_sphere
 
 
-def gaussians_at(means, scale=0.02, opacity=0.9):
-    from gaussians import GaussianModel, inverse_sigmoid, rgb_to_sh
-
-    n = means.shape[0]
-    quats = torch.zeros(n, 4)
-    quats[:, 0] = 1
-    return GaussianModel(0).set_params(
-        means=means, scales=torch.full((n, 3), math.log(scale)), quats=quats,
-        opacities=torch.full((n,), float(inverse_sigmoid(torch.tensor(opacity)))),
-        sh0=rgb_to_sh(torch.full((n, 3), 0.7))[:, None], shN=torch.zeros(n, 0, 3))
-
-
 def surface(grid, c, h):
     import trimesh
 
@@ -179,7 +167,7 @@ def test_fill_interior_seals_a_cracked_shell_and_keeps_a_torus_hole():
     d = torch.randn(12000, 3, generator=gen)
     p = 0.5 * d / d.norm(dim=1, keepdim=True)
     slit = (p[:, 0] > 0) & (p[:, 2].abs() < 0.03)  # half a ring cut through the shell, ~4 cells wide
-    grid, c, h = density_grid(gaussians_at(p[~slit]), 64, 8)
+    grid, c, h = density_grid(gaussians_at(p[~slit], 0.02), 64, 8)
     hollow = surface(grid, c, h)
     filled_grid, added = fill_interior(grid, 1.0, 3)
     filled = surface(filled_grid, c, h)
@@ -193,7 +181,7 @@ def test_fill_interior_seals_a_cracked_shell_and_keeps_a_torus_hole():
     u, w = torch.rand(16000, generator=gen) * 2 * math.pi, torch.rand(16000, generator=gen) * 2 * math.pi
     ring = torch.stack([(0.35 + 0.12 * torch.cos(w)) * torch.cos(u), (0.35 + 0.12 * torch.cos(w)) * torch.sin(u),
                         0.12 * torch.sin(w)], -1)
-    grid, c, h = density_grid(gaussians_at(ring), 64, 8)
+    grid, c, h = density_grid(gaussians_at(ring, 0.02), 64, 8)
     plain = surface(grid, c, h)  # its closed inner wall is a cavity: clean_mesh drops it
     torus = surface(fill_interior(grid, 1.0, 3)[0], c, h)
     assert torus.is_watertight and torus.euler_number == plain.euler_number == 0 and len(torus.split()) == 1
