@@ -10,8 +10,9 @@
    solid. SDS and the input-view losses shape only what the cameras see, so the Gaussians form
    a shell, hollow inside, cracked here and there; marching cubes then meshes the hollows as
    inner walls joined to the outside by the cracks (on one measured toy run, 17 % of the mesh's
-   area lay inside the object: BENCHMARKS.md, *The hollow inside*). The occupancy is closed with a ball (sealing
-   cracks narrower than its diameter) and every empty region the outside cannot reach is filled.
+   area lay inside the object: BENCHMARKS.md, *The hollow inside*). The occupancy is closed with
+   a ball (sealing cracks narrower than its diameter) and every empty region the outside cannot
+   reach is filled.
 3. ``extract_surface``: marching cubes (PyMCubes) at ``density_thresh``, then cleanup (merge close
    vertices, drop degenerate faces and small floating components) and quadric decimation
    (fast-simplification via trimesh).
