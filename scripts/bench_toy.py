@@ -152,22 +152,13 @@ def remesh(cfg_path, overrides) -> dict:
     the mesh keys of ``cfg_path`` + ``overrides`` as they are now: scores a change of the mesh
     export on old runs without training again. Returns the output paths (trainer.output_paths)."""
     from config import load_config
-    from gaussians import GaussianModel
-    from gs_renderer import render
-    from mesh_utils import gaussians_to_mesh
     from mesh import mesh_files
+    from mesh_from_ply import mesh_gaussians
     from trainer import digests, output_paths, read_run_json, update_run_json
 
     cfg = load_config(cfg_path, overrides)
     paths = output_paths(cfg)
-    g = GaussianModel.load(paths["ply"])
-
-    def render_fn(cam):
-        with torch.no_grad():
-            o = render(g, cam, (1.0, 1.0, 1.0), cfg.rasterizer, cfg.tile_size, cfg.chunk_size)
-        return o["image"], o["alpha"]
-
-    mesh, times, stats = gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
+    mesh, times, stats = mesh_gaussians(paths["ply"], cfg)
     mesh.save(paths["coarse"])
     # run.json: the new mesh's hashes (stage 2 refines only the mesh its stage 1 record names)
     record = {k: v for k, v in (read_run_json(paths["run"]).get("stage1") or {}).items()

@@ -20,6 +20,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def mesh_gaussians(ply: str, cfg):
+    """The mesh export of ``cfg``'s mesh keys on the Gaussians saved in ``ply``, without training
+    (their renders on white for the back-projection, as stage 1 bakes). Returns (mesh, timings,
+    stats) of mesh_utils.gaussians_to_mesh."""
+    from gaussians import GaussianModel
+    from gs_renderer import render
+    from mesh_utils import gaussians_to_mesh
+
+    g = GaussianModel.load(ply)
+
+    def render_fn(cam):
+        with torch.no_grad():
+            o = render(g, cam, (1.0, 1.0, 1.0), cfg.rasterizer, cfg.tile_size, cfg.chunk_size)
+        return o["image"], o["alpha"]
+
+    return gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ply")
@@ -33,19 +51,9 @@ def main(argv=None):
     set_error_log(os.path.splitext(os.path.abspath(args.out))[0] + "_error.log")
     try:
         from config import load_config
-        from gaussians import GaussianModel
-        from gs_renderer import render
-        from mesh_utils import gaussians_to_mesh
 
         cfg = load_config(args.config, args.overrides)
-        g = GaussianModel.load(args.ply)
-
-        def render_fn(cam):
-            with torch.no_grad():
-                o = render(g, cam, (1.0, 1.0, 1.0), cfg.rasterizer, cfg.tile_size, cfg.chunk_size)
-            return o["image"], o["alpha"]
-
-        mesh, times, stats = gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
+        mesh, times, stats = mesh_gaussians(args.ply, cfg)
         if args.run:
             from trainer import read_run_json
 
