@@ -223,7 +223,7 @@ RULES = {
     "iters": COUNT, "batch_size": COUNT, "resolution_schedule": _items(COUNT, 1),
     "resolution_milestones": _items(_num(0, 1, lo_open=True, hi_open=True)), "lambda_rgb": NONNEG,
     "lambda_mask": NONNEG, "warmup_rgb_loss": _any, "radius": POSITIVE, "fovy": _num(0, 180, True, True),
-    "min_ver": ELEVATION, "max_ver": ELEVATION, "invert_bg_prob": FRACTION, "load": _any, "num_pts": COUNT,
+    "min_ver": ELEVATION, "max_ver": ELEVATION, "away_view_prob": FRACTION, "invert_bg_prob": FRACTION, "load": _any, "num_pts": COUNT,
     "init_radius": POSITIVE, "init_opacity": _num(0, 1, True, True), "init_sh_dc": NONNEG,
     "sh_degree": _num(0, 3, integer=True), "position_lr_scale": NONNEG, "position_lr_init": NONNEG,
     "position_lr_final": NONNEG, "position_lr_delay_mult": NONNEG, "position_lr_max_steps": COUNT,

@@ -60,3 +60,43 @@ def test_opengl_projection_maps_near_and_far():
     # a world point right of centre has positive NDC x through w2c and proj as well
     clip = P @ cam.w2c @ np.array([0.3, 0, 0, 1.0])
     assert clip[0] / clip[3] > 0
+
+
+def test_away_azimuth_density_is_the_distance_to_the_nearest_input():
+    """Draws away from inputs at 0, 90 and 180 degrees: a histogram against the density
+    proportional to the angular distance to the nearest input (a slow, obvious evaluation)."""
+    from cameras import away_azimuth
+
+    rng = np.random.default_rng(0)
+    inputs = (0.0, 90.0, 180.0)
+    draws = np.array([away_azimuth(inputs, rng) for _ in range(40000)])
+    assert draws.min() >= -180 and draws.max() < 180
+    edges = np.linspace(-180, 180, 37)
+    centres = (edges[:-1] + edges[1:]) / 2
+    dist = np.array([min(abs((c - a + 180) % 360 - 180) for a in inputs) for c in centres])
+    expected = dist / dist.sum()
+    hist = np.histogram(draws, edges)[0] / len(draws)
+    assert np.abs(hist - expected).max() < 0.006
+    # the unseen half (180..360) holds 2/3 of the mass: (180^2) / (180^2 + 2 * 90^2)
+    assert abs(np.mean(draws < 0) - 2 / 3) < 0.01
+    # one input: a triangle peaking straight behind it
+    one = np.array([away_azimuth((30.0,), rng) for _ in range(20000)])
+    behind = (one - (-150) + 180) % 360 - 180
+    assert abs(np.mean(np.abs(behind) < 90) - 0.75) < 0.01
+
+
+def test_orbit_sampler_without_inputs_to_avoid_draws_as_the_reference():
+    """away_prob 0 or no input azimuths: the same random numbers as the uniform reference draw."""
+    from cameras import OrbitSampler
+
+    plain = OrbitSampler(0.0, -30, 30, 2.0, 49.1, 64)
+    for other in (OrbitSampler(0.0, -30, 30, 2.0, 49.1, 64, away_from=(), away_prob=0.5),
+                  OrbitSampler(0.0, -30, 30, 2.0, 49.1, 64, away_from=(0.0, 180.0), away_prob=0.0)):
+        a, b = np.random.default_rng(3), np.random.default_rng(3)
+        assert [plain.draw(a) for _ in range(50)] == [other.draw(b) for _ in range(50)]
+    away = OrbitSampler(0.0, -30, 30, 2.0, 49.1, 64, away_from=(0.0, 180.0), away_prob=1.0)
+    rng = np.random.default_rng(0)
+    az = np.array([away.draw(rng)[1] for _ in range(4000)])
+    # inputs at 0 and 180: the draws crowd the sides (90 and -90), a quarter within 22.5 degrees of an input is 1/16
+    near_input = np.minimum(np.abs(az), 180 - np.abs(az)) < 22.5
+    assert abs(near_input.mean() - 1 / 16) < 0.015

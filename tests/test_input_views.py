@@ -236,3 +236,26 @@ def test_bench_multiview_unseen_azimuths_must_be_unseen(tmp_path):
             "--work", str(tmp_path))
     assert r.returncode == 2 and "--unseen 180" in r.stderr and r.stderr.count("\n") == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_novel_views_drawn_away_from_several_inputs(tmp_path):
+    """``away_view_prob``: with two views (0, 180) the novel views crowd the sides no input faces;
+    with one view they stay uniform, as the reference draws them."""
+    from config import load_config
+    from trainer import Context
+
+    def azimuths(inputs, angles, prob):
+        cfg = load_config(os.path.join(ROOT, "configs", "toy.yaml"),
+                          [f"input=[{','.join(inputs)}]", f"input_azimuths=[{','.join(angles)}]", "save_path=x",
+                           f"outdir={tmp_path}", f"guidance_model={MODEL}", "device=cpu", f"away_view_prob={prob}"])
+        ctx = Context(cfg, log=lambda *a: None)
+        return np.array([v.azimuth for _ in range(1500) for v in ctx.sample_views(64)])
+
+    def near_input(az):  # within 22.5 degrees of 0 or 180
+        return np.mean(np.minimum(np.abs(az), 180 - np.abs(az)) < 22.5)
+
+    two = [view_png(0.0), view_png(180.0)]
+    assert abs(near_input(azimuths(two, ["0", "180"], 1.0)) - 1 / 16) < 0.02  # density ~ distance: 1/16
+    assert abs(near_input(azimuths(two, ["0", "180"], 0.0)) - 1 / 4) < 0.04  # uniform: a quarter
+    one = azimuths([view_png(0.0)], ["0"], 1.0)
+    assert abs(near_input(one) - 1 / 4) < 0.04
