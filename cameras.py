@@ -150,8 +150,8 @@ def away_azimuth(azimuths, rng) -> float:
     a = np.sort(np.mod(np.asarray(azimuths, dtype=np.float64), 360.0))
     gaps = np.diff(np.append(a, a[0] + 360.0))  # gap i runs from a[i] to the next input round the circle
     p = gaps ** 2
-    i = int(rng.choice(len(a), p=p / p.sum()))
-    az = a[i] + float(rng.triangular(0.0, gaps[i] / 2, gaps[i])) if gaps[i] > 0 else a[i]
+    i = int(rng.choice(len(a), p=p / p.sum()))  # a zero gap (one angle given twice) is never chosen
+    az = a[i] + float(rng.triangular(0.0, gaps[i] / 2, gaps[i]))
     return float((az + 180.0) % 360.0 - 180.0)
 
 

@@ -97,6 +97,7 @@ def test_orbit_sampler_without_inputs_to_avoid_draws_as_the_reference():
     away = OrbitSampler(0.0, -30, 30, 2.0, 49.1, 64, away_from=(0.0, 180.0), away_prob=1.0)
     rng = np.random.default_rng(0)
     az = np.array([away.draw(rng)[1] for _ in range(4000)])
-    # inputs at 0 and 180: the draws crowd the sides (90 and -90), a quarter within 22.5 degrees of an input is 1/16
+    # inputs at 0 and 180: the draws crowd the sides (90 and -90); within 22.5 degrees of an input lie 1/16 of
+    # them (a quarter if uniform)
     near_input = np.minimum(np.abs(az), 180 - np.abs(az)) < 22.5
     assert abs(near_input.mean() - 1 / 16) < 0.015
