@@ -149,13 +149,45 @@ def close_with_ball(occ: np.ndarray, radius: int) -> np.ndarray:
     return ndimage.distance_transform_edt(dilated) > radius
 
 
-def fill_interior(grid: torch.Tensor, thresh: float, radius: int):
+GRID_DIRECTIONS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)]
+
+
+def _shifted(a: np.ndarray, step) -> np.ndarray:
+    """``out[x] = a[x + step]``, False where ``x + step`` leaves the grid."""
+    out = np.zeros_like(a)
+    src = tuple(slice(max(0, s), n + min(0, s)) for s, n in zip(step, a.shape))
+    dst = tuple(slice(max(0, -s), n + min(0, -s)) for s, n in zip(step, a.shape))
+    out[dst] = a[src]
+    return out
+
+
+def occluded_directions(occ: np.ndarray) -> np.ndarray:
+    """For every cell of the boolean grid ``occ``, how many of the 26 grid directions
+    (``GRID_DIRECTIONS``: the axes, face and space diagonals) meet an occupied cell: direction d
+    counts at x when occ[x + j d] for some j >= 1 inside the grid. Per direction by doubling
+    (blocked within 2k steps = blocked within k steps here or k steps on), log2(side) shifts."""
+    count = np.zeros(occ.shape, np.uint8)
+    for d in GRID_DIRECTIONS:
+        d = np.array(d)
+        blocked, k = _shifted(occ, d), 1
+        while k < max(occ.shape):
+            blocked |= _shifted(blocked, d * k)
+            k *= 2
+        count += blocked
+    return count
+
+
+def fill_interior(grid: torch.Tensor, thresh: float, radius: int, occluded: int = 0):
     """Make solid the empty space of ``grid`` that the outside cannot reach through gaps wider than
     a ball of ``radius`` cells: the occupancy ``grid > thresh`` is closed with that ball (dilated,
     then eroded), every empty region of the closed occupancy not connected to the grid's border is
     filled, and the cells so added (also those the closing added: cracks, and concave creases
     narrower than the ball) take the density ``2 * thresh`` where theirs is lower. Returns (grid,
-    number of cells added). ``radius`` 0: only fully enclosed cavities are filled."""
+    number of cells added). ``radius`` 0: only fully enclosed cavities are filled.
+    ``occluded`` > 0 fills also every empty cell from which at least that many of the 26 grid
+    directions meet the (closed, filled) occupancy (``occluded_directions``): a hollow behind a
+    crack or pit wider than the ball, which the outside reaches through a narrow cone only. A
+    torus' hole or a bowl's inside sees out along many directions and stays."""
     from scipy import ndimage
 
     occ = (grid > thresh).cpu().numpy()
@@ -164,6 +196,8 @@ def fill_interior(grid: torch.Tensor, thresh: float, radius: int):
     if radius > 0:
         closed = close_with_ball(closed, radius)
     solid = ndimage.binary_fill_holes(closed)[pad:-pad, pad:-pad, pad:-pad]
+    if occluded > 0:
+        solid = solid | (occluded_directions(solid) >= occluded)
     add = torch.from_numpy(solid & ~occ).to(grid.device)
     out = grid.clone()
     out[add] = torch.clamp(out[add], min=2.0 * thresh)
@@ -364,9 +398,9 @@ def gaussians_to_mesh(gaussians, cfg, render_fn, log=print):
                                       cfg.mc_sigma_cut, cfg.mc_margin, cfg.mc_min_opacity)
     lap("density_query")
     filled = 0
-    if cfg.mc_close_radius > 0:
-        radius = max(1, int(round(cfg.mc_close_radius * (cfg.mc_resolution - 1))))
-        grid, filled = fill_interior(grid, cfg.density_thresh, radius)
+    if cfg.mc_close_radius > 0 or cfg.mc_fill_occluded > 0:
+        radius = max(1, int(round(cfg.mc_close_radius * (cfg.mc_resolution - 1)))) if cfg.mc_close_radius > 0 else 0
+        grid, filled = fill_interior(grid, cfg.density_thresh, radius, cfg.mc_fill_occluded)
         lap("fill_interior")
     verts, faces = marching_cubes(grid, centre, half, cfg.density_thresh)
     lap("marching_cubes")

@@ -343,9 +343,12 @@ class Stage1:
         if self.ctx.refs and (cfg.lambda_rgb or cfg.lambda_mask):  # each input view: RGB and mask losses
             # (not in the densification statistics, as the reference; ImageDream trains without them)
             ramp = step_ratio if cfg.warmup_rgb_loss else 1.0  # both weights ramp in, as the reference
+            lambda_rgb = cfg.lambda_rgb
+            if len(self.ctx.refs) > 1 and step_ratio > cfg.late_rgb_from:  # several views: the RGB weight
+                lambda_rgb = lambda_rgb * cfg.late_rgb_scale  # lowered late (BENCHMARKS.md, several input views)
             for ref in self.ctx.refs:  # several views: each its own loss, as the one view has
                 out = self.render(ref.camera)
-                loss = loss + ramp * (cfg.lambda_rgb * F.mse_loss(out["image"], ref.on_white)
+                loss = loss + ramp * (lambda_rgb * F.mse_loss(out["image"], ref.on_white)
                                       + cfg.lambda_mask * F.mse_loss(out["alpha"], ref.mask))
         views = self.ctx.sample_views(resolution_at(cfg, step_ratio))
         images = []

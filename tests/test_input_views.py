@@ -259,3 +259,37 @@ def test_novel_views_drawn_away_from_several_inputs(tmp_path):
     assert abs(near_input(azimuths(two, ["0", "180"], 0.0)) - 1 / 4) < 0.04  # uniform: a quarter
     one = azimuths([view_png(0.0)], ["0"], 1.0)
     assert abs(near_input(one) - 1 / 4) < 0.04
+
+
+def test_input_rgb_weight_lowered_late_with_several_views(tmp_path):
+    """``late_rgb_from`` / ``late_rgb_scale``: with several views the input views' RGB weight is
+    ``lambda_rgb * late_rgb_scale`` once that fraction of stage 1 has passed (the mask weight
+    stays); one view keeps ``lambda_rgb`` throughout, as the reference. Checked against the loss
+    computed here from renders of the Gaussians each step starts from."""
+    import torch.nn.functional as F
+
+    from config import load_config
+    from trainer import Stage1
+
+    def losses(inputs, angles):
+        cfg = load_config(os.path.join(ROOT, "configs", "toy.yaml"),
+                          [f"input=[{','.join(inputs)}]", f"input_azimuths=[{','.join(angles)}]", "save_path=x",
+                           f"outdir={tmp_path}", f"guidance_model={MODEL}", "device=cpu", "lambda_zero123=0",
+                           "iters=4", "warmup_rgb_loss=false", "late_rgb_from=0.5", "late_rgb_scale=0.25",
+                           "num_pts=300"])
+        stage = Stage1(cfg, log=lambda *a: None)
+        got, want = [], []
+        for step in range(1, cfg.iters + 1):
+            with torch.no_grad():
+                rgb = sum(F.mse_loss(stage.render(r.camera)["image"], r.on_white) for r in stage.ctx.refs)
+                mask = sum(F.mse_loss(stage.render(r.camera)["alpha"], r.mask) for r in stage.ctx.refs)
+            scale = 0.25 if len(inputs) > 1 and step / cfg.iters > 0.5 else 1.0
+            want.append((cfg.lambda_rgb * scale * rgb + cfg.lambda_mask * mask).item())
+            got.append(stage.train_step()["loss"])
+        return np.array(got), np.array(want)
+
+    got, want = losses([view_png(0.0), view_png(180.0)], ["0", "180"])
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert want[2] < 0.5 * want[1]  # steps 3 and 4 lowered: visible in the loss, not within noise
+    got, want = losses([view_png(0.0)], ["0"])
+    np.testing.assert_allclose(got, want, rtol=1e-4)
