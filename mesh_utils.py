@@ -149,7 +149,9 @@ def close_with_ball(occ: np.ndarray, radius: int) -> np.ndarray:
     return ndimage.distance_transform_edt(dilated) > radius
 
 
-GRID_DIRECTIONS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)]
+# the 26 grid directions as 13 opposite pairs (d, -d)
+GRID_DIRECTIONS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) > (0, 0, 0)]
+GRID_DIRECTIONS += [(-i, -j, -k) for i, j, k in GRID_DIRECTIONS]
 
 
 def _shifted(a: np.ndarray, step) -> np.ndarray:
@@ -161,20 +163,32 @@ def _shifted(a: np.ndarray, step) -> np.ndarray:
     return out
 
 
-def occluded_directions(occ: np.ndarray) -> np.ndarray:
-    """For every cell of the boolean grid ``occ``, how many of the 26 grid directions
-    (``GRID_DIRECTIONS``: the axes, face and space diagonals) meet an occupied cell: direction d
-    counts at x when occ[x + j d] for some j >= 1 inside the grid. Per direction by doubling
+def _blocked(occ: np.ndarray, d) -> np.ndarray:
+    """Where the ray x + j d (j >= 1) meets an occupied cell before it leaves the grid: by doubling
     (blocked within 2k steps = blocked within k steps here or k steps on), log2(side) shifts."""
+    d = np.array(d)
+    blocked, k = _shifted(occ, d), 1
+    while k < max(occ.shape):
+        blocked |= _shifted(blocked, d * k)
+        k *= 2
+    return blocked
+
+
+def occluded_directions(occ: np.ndarray):
+    """For every cell of the boolean grid ``occ``: how many of the 26 grid directions
+    (``GRID_DIRECTIONS``: the axes, face and space diagonals) meet an occupied cell (direction d
+    counts at x when occ[x + j d] for some j >= 1 inside the grid), and whether some direction
+    and its opposite both leave the grid unblocked (the cell lies in a tunnel through the object,
+    such as a torus' hole). Returns (count uint8, through bool)."""
     count = np.zeros(occ.shape, np.uint8)
-    for d in GRID_DIRECTIONS:
-        d = np.array(d)
-        blocked, k = _shifted(occ, d), 1
-        while k < max(occ.shape):
-            blocked |= _shifted(blocked, d * k)
-            k *= 2
-        count += blocked
-    return count
+    through = np.zeros(occ.shape, bool)
+    half = len(GRID_DIRECTIONS) // 2
+    for d, e in zip(GRID_DIRECTIONS[:half], GRID_DIRECTIONS[half:]):
+        a, b = _blocked(occ, d), _blocked(occ, e)
+        count += a
+        count += b
+        through |= ~a & ~b
+    return count, through
 
 
 def fill_interior(grid: torch.Tensor, thresh: float, radius: int, occluded: int = 0):
@@ -185,9 +199,10 @@ def fill_interior(grid: torch.Tensor, thresh: float, radius: int, occluded: int 
     narrower than the ball) take the density ``2 * thresh`` where theirs is lower. Returns (grid,
     number of cells added). ``radius`` 0: only fully enclosed cavities are filled.
     ``occluded`` > 0 fills also every empty cell from which at least that many of the 26 grid
-    directions meet the (closed, filled) occupancy (``occluded_directions``): a hollow behind a
-    crack or pit wider than the ball, which the outside reaches through a narrow cone only. A
-    torus' hole or a bowl's inside sees out along many directions and stays."""
+    directions meet the (closed, filled) occupancy and no two opposite ones both see out
+    (``occluded_directions``): a hollow behind a crack or pit wider than the ball, which the
+    outside reaches through one narrow cone. A tunnel through the object (a torus' hole) sees out
+    both ways and stays; a bowl's inside sees out along more directions than a pit's floor."""
     from scipy import ndimage
 
     occ = (grid > thresh).cpu().numpy()
@@ -197,7 +212,8 @@ def fill_interior(grid: torch.Tensor, thresh: float, radius: int, occluded: int 
         closed = close_with_ball(closed, radius)
     solid = ndimage.binary_fill_holes(closed)[pad:-pad, pad:-pad, pad:-pad]
     if occluded > 0:
-        solid = solid | (occluded_directions(solid) >= occluded)
+        count, through = occluded_directions(solid)
+        solid = solid | ((count >= occluded) & ~through)
     add = torch.from_numpy(solid & ~occ).to(grid.device)
     out = grid.clone()
     out[add] = torch.clamp(out[add], min=2.0 * thresh)

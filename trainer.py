@@ -344,8 +344,9 @@ class Stage1:
             # (not in the densification statistics, as the reference; ImageDream trains without them)
             ramp = step_ratio if cfg.warmup_rgb_loss else 1.0  # both weights ramp in, as the reference
             lambda_rgb = cfg.lambda_rgb
-            if len(self.ctx.refs) > 1 and step_ratio > cfg.late_rgb_from:  # several views: the RGB weight
-                lambda_rgb = lambda_rgb * cfg.late_rgb_scale  # lowered late (BENCHMARKS.md, several input views)
+            if len(self.ctx.refs) > 1 and cfg.lambda_zero123 > 0 and step_ratio > cfg.late_rgb_from:
+                lambda_rgb = lambda_rgb * cfg.late_rgb_scale  # several views with a prior: the RGB weight lowered
+                # late, the prior then shapes what no view shows (BENCHMARKS.md, several input views)
             for ref in self.ctx.refs:  # several views: each its own loss, as the one view has
                 out = self.render(ref.camera)
                 loss = loss + ramp * (lambda_rgb * F.mse_loss(out["image"], ref.on_white)

@@ -235,19 +235,23 @@ def test_occluded_directions_against_marching_each_ray():
     from mesh_utils import GRID_DIRECTIONS, occluded_directions
 
     rng = np.random.default_rng(3)
-    occ = rng.uniform(size=(9, 11, 10)) > 0.93  # sparse: most rays travel far before they meet one
-    expected = np.zeros(occ.shape, int)
+    occ = rng.uniform(size=(9, 11, 10)) > 0.5  # about half the cells see out both ways along some line
+    assert len(set(GRID_DIRECTIONS)) == 26 and all(tuple(-x for x in d) in GRID_DIRECTIONS for d in GRID_DIRECTIONS)
+    expected, through = np.zeros(occ.shape, int), np.zeros(occ.shape, bool)
     for x in np.ndindex(occ.shape):
+        open_dirs = set()
         for d in GRID_DIRECTIONS:
             p = np.array(x) + d
-            while all(0 <= p[i] < occ.shape[i] for i in range(3)):
-                if occ[tuple(p)]:
-                    expected[x] += 1
-                    break
+            while all(0 <= p[i] < occ.shape[i] for i in range(3)) and not occ[tuple(p)]:
                 p = p + d
-    got = occluded_directions(occ)
-    assert len(np.unique(expected)) > 10  # from the corners' few to the middle's many
-    assert np.array_equal(got, expected)
+            if all(0 <= p[i] < occ.shape[i] for i in range(3)):
+                expected[x] += 1
+            else:
+                open_dirs.add(d)
+        through[x] = any(tuple(-c for c in d) in open_dirs for d in open_dirs)
+    count, got_through = occluded_directions(occ)
+    assert len(np.unique(expected)) > 10 and 0.3 < through.mean() < 0.8  # counts from 7 to 26
+    assert np.array_equal(count, expected) and np.array_equal(got_through, through)
 
 
 def test_fill_occluded_fills_a_hollow_behind_a_wide_pit_and_keeps_a_torus_hole():
