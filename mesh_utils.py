@@ -202,7 +202,8 @@ def fill_interior(grid: torch.Tensor, thresh: float, radius: int, occluded: int 
     directions meet the (closed, filled) occupancy and no two opposite ones both see out
     (``occluded_directions``): a hollow behind a crack or pit wider than the ball, which the
     outside reaches through one narrow cone. A tunnel through the object (a torus' hole) sees out
-    both ways and stays; a bowl's inside sees out along more directions than a pit's floor."""
+    both ways and stays; a shallow bowl's inside sees out along more directions than a pit's
+    floor and stays, a deep one fills (untested on real objects)."""
     from scipy import ndimage
 
     occ = (grid > thresh).cpu().numpy()
