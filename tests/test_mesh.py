@@ -263,12 +263,12 @@ def test_fill_occluded_fills_a_hollow_behind_a_wide_pit_and_keeps_a_torus_hole()
     p = 0.5 * d / d.norm(dim=1, keepdim=True)
     pit = p[:, 2] > 0.45  # a cap cut off: an opening of radius ~0.22, ~14 cells across
     grid, c, h = density_grid(gaussians_at(p[~pit], 0.02), 64, 8)
-    _, added_ball = fill_interior(grid, 1.0, 3)
+    ball_grid, added_ball = fill_interior(grid, 1.0, 3)
     filled_grid, added = fill_interior(grid, 1.0, 3, occluded=20)
     inside = 0.9 * (4 / 3 * math.pi * 0.45 ** 3) / float(2 * h / 63) ** 3
     assert added_ball < 0.1 * inside and added > inside  # the ball alone leaves the hollow open
     inner = lambda m: np.mean(np.linalg.norm(m.vertices, axis=1) < 0.5)  # noqa: E731  the inner wall's share
-    hollow, filled = surface(fill_interior(grid, 1.0, 3)[0], c, h), surface(filled_grid, c, h)
+    hollow, filled = surface(ball_grid, c, h), surface(filled_grid, c, h)
     assert inner(hollow) > 0.3 and inner(filled) < 0.1, (inner(hollow), inner(filled))  # the mouth's flat cap
     assert filled.area < 0.65 * hollow.area  # one wall, not two
     u, w = torch.rand(16000, generator=gen) * 2 * math.pi, torch.rand(16000, generator=gen) * 2 * math.pi
