@@ -212,7 +212,7 @@ RULES = {
     "gui_render_budget": _num(0, 1, lo_open=True), "seed": _num(0, integer=True), "quiet": _any,
     "device": _choice("auto", "cuda", "cpu", "mps", prefix=True), "rasterizer": _choice("auto", "torch", "gsplat", "inria"),
     "mesh_renderer": _choice("auto", "torch", "nvdiffrast"), "tile_size": COUNT, "chunk_size": COUNT,
-    "guidance_model": _name, "zero123_resolution": _num(0, integer=True), "stable_zero123": _any, "sd_model": _name,
+    "guidance_model": _name, "zero123_resolution": _num(0, integer=True), "stable_zero123": _any, "zero123_blend_inputs": _any, "sd_model": _name,
     "guidance_dtype": _choice("auto", "fp16", "fp32", "bf16"), "guidance_scale": NONNEG, "sd_guidance_scale": NONNEG,
     "t_min": FRACTION, "t_max": FRACTION, "anneal_timestep": _any, "sds_weighting": _choice("sds", "uniform", "snr"),
     "grad_clip": NONNEG, "attention_slicing": _any, "lambda_zero123": NONNEG, "lambda_sd": NONNEG,

@@ -114,8 +114,9 @@ class Zero123Guidance(DiffusionGuidance):
     image_size = 256
     loss_batch_mean = False  # the reference's Zero123 SDS loss is summed over the batch
 
-    def __init__(self, model_path, stable=False, resolution=0, **kw):
+    def __init__(self, model_path, stable=False, resolution=0, blend_inputs=False, **kw):
         self.stable = stable
+        self.blend_inputs = bool(blend_inputs)  # several inputs: mix the two nearest (input_weights)
         self.embeddings = None
         self.input_angles = []  # (azimuth, elevation) of each input view, the first at azimuth 0 (prepare)
         self.resolution = int(resolution)
@@ -127,7 +128,7 @@ class Zero123Guidance(DiffusionGuidance):
     def from_config(cls, cfg, device):
         stable = bool(cfg.stable_zero123) or "stable" in str(cfg.guidance_model).lower()
         return cls(cfg.guidance_model, stable=stable, resolution=cfg.zero123_resolution,
-                   **common_kwargs(cfg, device, cfg.guidance_scale))
+                   blend_inputs=cfg.zero123_blend_inputs, **common_kwargs(cfg, device, cfg.guidance_scale))
 
     def _load(self, path):
         from diffusers import DDIMScheduler
@@ -183,46 +184,81 @@ class Zero123Guidance(DiffusionGuidance):
         self.input_radius = radius
         return self
 
-    def nearest_input(self, views) -> list:
-        """For each view, the index of the input view nearest in angle (the angle between the two
-        viewing directions on the orbit sphere; 0 with one input)."""
-        angles = self.input_angles
-        if len(angles) == 1:
-            return [0] * len(views)
-
+    def _input_cosines(self, view) -> list:
+        """The cosine of the angle between ``view``'s viewing direction and each input view's, on
+        the orbit sphere."""
         def direction(az, el):
             a, e = math.radians(az), math.radians(el)
             return (math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a))
 
-        dirs = [direction(*a) for a in angles]
+        d = direction(view.azimuth, view.elevation)
+        return [sum(x * y for x, y in zip(d, direction(*a))) for a in self.input_angles]
+
+    def nearest_input(self, views) -> list:
+        """For each view, the index of the input view nearest in angle (the angle between the two
+        viewing directions on the orbit sphere; 0 with one input)."""
+        if len(self.input_angles) == 1:
+            return [0] * len(views)
         out = []
         for v in views:
-            d = direction(v.azimuth, v.elevation)
-            out.append(max(range(len(dirs)), key=lambda k: sum(x * y for x, y in zip(d, dirs[k]))))
+            cos = self._input_cosines(v)
+            out.append(max(range(len(cos)), key=lambda k: cos[k]))
         return out
 
-    def camera_T(self, views) -> torch.Tensor:
-        """[B, 4] camera embeddings of ``views`` relative to their input view (``nearest_input``),
-        as fed to the UNet."""
+    def input_weights(self, views) -> list:
+        """For each view, the input views its prediction is conditioned on, as (index, weight)
+        pairs. Without ``blend_inputs`` (or with one input): the nearest alone, weight 1. With it:
+        the two nearest in angle, theta_a <= theta_b, weighted linearly by angle (w_a = theta_b /
+        (theta_a + theta_b)): a view on an input is that input's alone, one midway between two is
+        half of each (the noise predictions are mixed: interpolated denoising, as ViewFusion)."""
+        if not self.blend_inputs or len(self.input_angles) == 1:
+            return [[(k, 1.0)] for k in self.nearest_input(views)]
+        out = []
+        for v in views:
+            ang = [math.acos(max(-1.0, min(1.0, c))) for c in self._input_cosines(v)]
+            a, b = sorted(range(len(ang)), key=lambda k: ang[k])[:2]
+            total = ang[a] + ang[b]
+            wa = 1.0 if total <= 0 else ang[b] / total
+            out.append([(a, wa), (b, 1.0 - wa)])
+        return out
+
+    def camera_T(self, views, index=None) -> torch.Tensor:
+        """[B, 4] camera embeddings of ``views`` relative to input views ``index`` (one per view;
+        default each view's nearest, ``nearest_input``), as fed to the UNet."""
         if self.embeddings is None:
             raise RuntimeError("Zero123Guidance.prepare(image=...) must be called before use")
         r0 = self.input_radius if self.input_radius is not None else (views[0].radius or 0.0)
-        ref = [self.input_angles[k] for k in self.nearest_input(views)]
+        index = self.nearest_input(views) if index is None else index
+        ref = [self.input_angles[k] for k in index]
         return camera_embedding([v.elevation - el for v, (_, el) in zip(views, ref)],
                                 [v.azimuth - az for v, (az, _) in zip(views, ref)],
                                 [(v.radius or r0) - r0 for v in views], [el for _, el in ref], self.stable)
 
-    def conditioning(self, views):
-        T = self.camera_T(views).to(self.device, self.dtype)[:, None, :]
+    def conditioning(self, views, index=None):
+        """The UNet's conditioning of ``views`` on input views ``index`` (default the nearest):
+        projected CLIP embedding with the relative camera [B,1,D], and the input's latents."""
+        index = self.nearest_input(views) if index is None else index
+        T = self.camera_T(views, index).to(self.device, self.dtype)[:, None, :]
         clip_emb, vae_lat = self.embeddings
-        idx = torch.tensor(self.nearest_input(views), device=vae_lat.device)
+        idx = torch.tensor(index, device=vae_lat.device)
         cc = self.cc_projection(torch.cat([clip_emb[idx][:, None, :], T], -1))  # [B,1,D]
         return cc, vae_lat[idx]
 
     def _eps(self, latents_noisy, t, views):
-        cc, vae_lat = self.conditioning(views)
-        x_in = torch.cat([latents_noisy] * 2)
-        cond = torch.cat([vae_lat, torch.zeros_like(vae_lat)])
-        enc = torch.cat([cc, torch.zeros_like(cc)])
-        eps = self.unet(torch.cat([x_in, cond], 1), torch.cat([t] * 2), encoder_hidden_states=enc).sample
-        return self.cfg_combine(eps)
+        weights = self.input_weights(views)
+        n = max(len(w) for w in weights)  # inputs per view: 1, or 2 when blending
+        ccs, lats = [], []
+        for j in range(n):
+            cc, lat = self.conditioning(views, [w[min(j, len(w) - 1)][0] for w in weights])
+            ccs.append(cc)
+            lats.append(lat)
+        x_in = torch.cat([latents_noisy] * (n + 1))
+        cond = torch.cat(lats + [torch.zeros_like(lats[0])])
+        enc = torch.cat(ccs + [torch.zeros_like(ccs[0])])
+        eps = self.unet(torch.cat([x_in, cond], 1), torch.cat([t] * (n + 1)), encoder_hidden_states=enc).sample
+        if n == 1:
+            return self.cfg_combine(eps)
+        parts = eps.chunk(n + 1)
+        w = torch.tensor([[wt for _, wt in ws] + [0.0] * (n - len(ws)) for ws in weights], device=eps.device)
+        cond = sum(w[:, j].view(-1, 1, 1, 1).to(eps.dtype) * parts[j] for j in range(n))
+        return self.cfg_combine(torch.cat([cond, parts[-1]]))
