@@ -246,10 +246,10 @@ class Zero123Guidance(DiffusionGuidance):
 
     def _eps(self, latents_noisy, t, views):
         weights = self.input_weights(views)
-        n = max(len(w) for w in weights)  # inputs per view: 1, or 2 when blending
+        n = len(weights[0])  # inputs per view, the same for every view: 1, or 2 when blending
         ccs, lats = [], []
         for j in range(n):
-            cc, lat = self.conditioning(views, [w[min(j, len(w) - 1)][0] for w in weights])
+            cc, lat = self.conditioning(views, [w[j][0] for w in weights])
             ccs.append(cc)
             lats.append(lat)
         x_in = torch.cat([latents_noisy] * (n + 1))
@@ -259,6 +259,6 @@ class Zero123Guidance(DiffusionGuidance):
         if n == 1:
             return self.cfg_combine(eps)
         parts = eps.chunk(n + 1)
-        w = torch.tensor([[wt for _, wt in ws] + [0.0] * (n - len(ws)) for ws in weights], device=eps.device)
+        w = torch.tensor([[wt for _, wt in ws] for ws in weights], device=eps.device)
         cond = sum(w[:, j].view(-1, 1, 1, 1).to(eps.dtype) * parts[j] for j in range(n))
         return self.cfg_combine(torch.cat([cond, parts[-1]]))
