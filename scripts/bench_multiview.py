@@ -22,7 +22,10 @@ views no input faces, ``iou_unseen`` and ``psnr_unseen``: the azimuths of those 
 90 degrees from every input view of every view set (with the default sets: 225, 270 and 315 are
 not all that far; only 270 is), so that every view set is scored at the same views; ``--unseen``
 names them where a bench runs fewer sets than it is compared with (``--view-sets 0,180 --unseen
-270`` is scored as the default sets are). Each run also keeps the IoU and PSNR of all 8 views.
+270`` is scored as the default sets are). Each run also keeps the IoU and PSNR of all 8 views, and
+``fscore_1`` (F-score at 1 % of the diagonal): reported beside the five, not counted in "beats on
+every metric" (the issue's five); F-score@5 % reaches 1.000 with the oracle, where 1 % still parts
+the runs.
 
 Real meshes (``--meshes``, no prior): the mesh, normalised as recon mode normalises it, rendered at
 ``--mesh-views`` azimuths (elevation 0, recon's camera) as RGBA images; image mode runs from them
@@ -51,6 +54,7 @@ from bench_toy import IOU_AZIMUTHS, check_seeds_and_model, run_stages, view_metr
 RUNS = ("oracle", "trained", "no_prior")
 VIEW_SETS = ("0", "0,180", "0,90,180")
 METRICS = ("chamfer", "fscore_5", "iou", "iou_unseen", "psnr_unseen")
+EXTRA = ("fscore_1",)  # reported, not counted in "beats on every metric"
 LOWER_IS_BETTER = ("chamfer",)
 
 
@@ -115,11 +119,12 @@ def toy_run(run, seed, azimuths, repeat, args, unseen, extra=()) -> dict:
         elif not (args.reuse and finished(out["run"])):
             out = run_stages(os.path.join(ROOT, "configs", "toy.yaml"), overrides, False, build)
     except NoSurfaceError as e:
-        return {"chamfer": None, "fscore_5": 0.0, "iou": 0.0, "iou_unseen": 0.0, "psnr_unseen": None, "error": str(e)}
+        return {"chamfer": None, "fscore_5": 0.0, "fscore_1": 0.0, "iou": 0.0, "iou_unseen": 0.0, "psnr_unseen": None,
+                "error": str(e)}
     pred, gt = Mesh.load(out["coarse"]), Mesh.load(ply)
     m = mesh_metrics(pred, gt)
     vm = view_metrics(pred, gt)
-    return {"chamfer": m["chamfer"], "fscore_5": m["fscore_5"], "iou": m["iou"],
+    return {"chamfer": m["chamfer"], "fscore_5": m["fscore_5"], "fscore_1": m["fscore"], "iou": m["iou"],
             "iou_unseen": float(np.mean([vm["iou"][a] for a in unseen])),
             "psnr_unseen": float(np.mean([vm["psnr"][a] for a in unseen])),
             # every one of the 8 views, so other unseen sets can be read off later
@@ -146,12 +151,16 @@ def summarise(results, runs, sets) -> dict:
     out = {}
     for run in runs:
         for vs in sets:
-            rows = [{m: mean(results[s][run][vs], m) for m in METRICS} for s in seeds]
-            out[f"{run}/{vs}"] = {m: mean(rows, m) for m in METRICS}
+            rows = [{m: mean(results[s][run][vs], m) for m in METRICS + EXTRA} for s in seeds]
+            out[f"{run}/{vs}"] = {m: mean(rows, m) for m in METRICS + EXTRA}
         first, last = sets[0], sets[-1]
         beats = [all(better(mean(results[s][run][last], m), mean(results[s][run][first], m), m) for m in METRICS)
                  for s in seeds]
         out[f"{run}: {last} beats {first} on every metric"] = f"{sum(beats)} of {len(seeds)}"
+        for m in EXTRA:  # older result files lack it
+            if all(mean(results[s][run][vs], m) is not None for s in seeds for vs in (first, last)):
+                n = sum(better(mean(results[s][run][last], m), mean(results[s][run][first], m), m) for s in seeds)
+                out[f"{run}: {last} beats {first} on {m}"] = f"{n} of {len(seeds)}"
     if "trained" in runs and "no_prior" in runs:
         for vs in sets:
             gain = {m: (out[f"trained/{vs}"][m] or 0) - (out[f"no_prior/{vs}"][m] or 0) for m in ("iou_unseen", "psnr_unseen")}
@@ -160,13 +169,13 @@ def summarise(results, runs, sets) -> dict:
 
 
 def table(summary, runs, sets) -> str:
-    lines = ["| run | views (azimuths) | Chamfer | F-score@5% | IoU (8 views) | IoU unseen | PSNR unseen |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | views (azimuths) | Chamfer | F-score@5% | IoU (8 views) | IoU unseen | PSNR unseen | F-score@1% |",
+             "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         for vs in sets:
             r = summary[f"{run}/{vs}"]
             f = [("-" if r[m] is None else f"{r[m]:.4f}" if m == "chamfer" else f"{r[m]:.2f}" if m == "psnr_unseen"
-                  else f"{r[m]:.3f}") for m in METRICS]
+                  else f"{r[m]:.3f}") for m in METRICS + EXTRA]
             lines.append(f"| {run} | {vs} | " + " | ".join(f) + " |")
     return "\n".join(lines)
 

@@ -282,6 +282,31 @@ def test_bench_multiview_unseen_azimuths_must_be_unseen(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_bench_multiview_counts_the_five_metrics_and_reports_fscore_1_beside():
+    """"Beats on every metric" counts the issue's five (a tie at F-score@5 % 1.000 is no win);
+    F-score@1 % is averaged and counted on its own, and a result file from before it has none."""
+    from bench_multiview import summarise, table
+
+    def row(chamfer, f5, f1, iou=0.9):
+        return {"chamfer": chamfer, "fscore_5": f5, "fscore_1": f1, "iou": iou, "iou_unseen": iou, "psnr_unseen": 20.0}
+
+    one = {"oracle": {"0": [row(0.02, 1.0, 0.50, 0.90)], "0,90,180": [row(0.01, 1.0, 0.60, 0.95)]}}  # tie at 1.000
+    two = {"oracle": {"0": [row(0.03, 0.9, 0.50, 0.90)], "0,90,180": [row(0.02, 0.95, 0.40, 0.95)]}}  # 1 % worse
+    two["oracle"]["0,90,180"][0]["psnr_unseen"] = 21.0
+    one["oracle"]["0,90,180"][0]["psnr_unseen"] = 21.0
+    s = summarise({"1": one, "2": two}, ["oracle"], ["0", "0,90,180"])
+    assert s["oracle: 0,90,180 beats 0 on every metric"] == "1 of 2"  # object 2 only
+    assert s["oracle: 0,90,180 beats 0 on fscore_1"] == "1 of 2"  # object 1 only
+    assert s["oracle/0,90,180"]["fscore_1"] == pytest.approx(0.5)
+    assert "| 0.500 |" in table(s, ["oracle"], ["0", "0,90,180"])
+    for entry in (one, two):
+        for rows in entry["oracle"].values():
+            rows[0].pop("fscore_1")
+    s = summarise({"1": one, "2": two}, ["oracle"], ["0", "0,90,180"])
+    assert "oracle: 0,90,180 beats 0 on fscore_1" not in s and s["oracle/0"]["fscore_1"] is None
+    assert s["oracle: 0,90,180 beats 0 on every metric"] == "1 of 2"
+
+
 def test_novel_views_drawn_away_from_several_inputs(tmp_path):
     """``away_view_prob``: with two views (0, 180) the novel views crowd the sides no input faces;
     with one view they stay uniform, as the reference draws them."""
