@@ -260,5 +260,5 @@ class Zero123Guidance(DiffusionGuidance):
             return self.cfg_combine(eps)
         parts = eps.chunk(n + 1)
         w = torch.tensor([[wt for _, wt in ws] for ws in weights], device=eps.device)
-        cond = sum(w[:, j].view(-1, 1, 1, 1).to(eps.dtype) * parts[j] for j in range(n))
-        return self.cfg_combine(torch.cat([cond, parts[-1]]))
+        mixed = sum(w[:, j].view(-1, 1, 1, 1).to(eps.dtype) * parts[j] for j in range(n))
+        return self.cfg_combine(torch.cat([mixed, parts[-1]]))

@@ -154,13 +154,15 @@ def summarise(results, runs, sets) -> dict:
             rows = [{m: mean(results[s][run][vs], m) for m in METRICS + EXTRA} for s in seeds]
             out[f"{run}/{vs}"] = {m: mean(rows, m) for m in METRICS + EXTRA}
         first, last = sets[0], sets[-1]
-        beats = [all(better(mean(results[s][run][last], m), mean(results[s][run][first], m), m) for m in METRICS)
-                 for s in seeds]
+
+        def wins(s, m, run=run):  # the largest view set ahead of one view on object s
+            return better(mean(results[s][run][last], m), mean(results[s][run][first], m), m)
+
+        beats = [all(wins(s, m) for m in METRICS) for s in seeds]
         out[f"{run}: {last} beats {first} on every metric"] = f"{sum(beats)} of {len(seeds)}"
         for m in EXTRA:  # older result files lack it
             if all(mean(results[s][run][vs], m) is not None for s in seeds for vs in (first, last)):
-                n = sum(better(mean(results[s][run][last], m), mean(results[s][run][first], m), m) for s in seeds)
-                out[f"{run}: {last} beats {first} on {m}"] = f"{n} of {len(seeds)}"
+                out[f"{run}: {last} beats {first} on {m}"] = f"{sum(wins(s, m) for s in seeds)} of {len(seeds)}"
     if "trained" in runs and "no_prior" in runs:
         for vs in sets:
             gain = {m: (out[f"trained/{vs}"][m] or 0) - (out[f"no_prior/{vs}"][m] or 0) for m in ("iou_unseen", "psnr_unseen")}
