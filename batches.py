@@ -1,32 +1,14 @@
-"""Both stages for many inputs: on this machine, or on a Ray cluster.
+"""A batch: both stages for many inputs, on this machine or on a Ray cluster (``scripts/batch.py``).
 
-    python scripts/batch.py --inputs data --config configs/image.yaml --outdir logs [key=value ...]
-    python scripts/batch.py --inputs prompts.txt --config configs/text.yaml --backend ray --gpus-per-job 0.5
-    python scripts/batch.py --inputs 'meshes/*.glb' --config configs/recon.yaml --backend ray --address auto
-
-Inputs (``--inputs``, or ``--dir``): a folder (image mode: its ``*_rgba.png``; recon mode: its
-meshes and ``transforms.json`` folders), a quoted glob, or a manifest (``.txt`` / ``.csv``): one
-input per line (an image or mesh path, relative to the manifest, or a text prompt), then optional
-per-line overrides such as ``elevation=-10`` or ``save_path=name``; ``#`` starts a comment; quote a
-path with spaces. Every config and override is checked before the first job starts.
-
-Each job runs ``main.py`` then ``main2.py`` in ``<outdir>/.partial/<name>/`` and, when both
-succeed, moves its files into ``outdir`` (run.json last): an input whose ``<name>_run.json``
-records a finished stage 2 is done, and a rerun skips it; a crash or a kill leaves nothing that
-looks done. Backends:
-- ``local`` (default; no extra package): ``--jobs`` at a time, or one per GPU of ``--gpus 0,1``.
-- ``ray`` (``pip install -r requirements-ray.txt``): one Ray task per input asking for
-  ``--cpus-per-job`` / ``--gpus-per-job`` (fractions share a GPU); ``--address auto`` or
-  ``ray://host:port`` joins a running cluster (``ray start --head`` on one machine, ``ray start
-  --address HEAD:6379`` on the others), without it a local instance starts. The repository and
-  ``outdir`` must be at the same path on every node (a shared filesystem).
-Both retry a failing job ``--retries`` times (Ray: its own task retries, which also cover a
-crashed worker) and stop a job after ``--timeout`` seconds (recorded as ``timeout``, not retried).
-A live line reports progress; a table and ``<outdir>/batch_summary.json`` close the run.
+- ``discover``: jobs from a folder, a glob or a manifest (one input per line, then per-line
+  overrides); ``prepare`` checks every config and override of a batch before the first job;
+- ``run_job``: one input's two stages in ``<outdir>/.partial/<name>/``, moved into ``outdir`` (its
+  run.json last) when both succeed, so ``is_done`` tells a finished input from a half one;
+- ``run_local`` / ``run_ray``: the backends, with retries, a per-job timeout and ``Progress``;
+- ``summarise`` / ``write_summary`` / ``table``: ``<outdir>/batch_summary.json`` and the closing table.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import json
@@ -40,7 +22,7 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.abspath(__file__))
 STAGES = ("main.py", "main2.py")
 
 
@@ -74,7 +56,7 @@ def folder_inputs(folder: str, mode: str) -> list:
         return sorted(glob.glob(os.path.join(folder, "*_rgba.png")))
     if mode == "recon":
         files = [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
-        from views import MESH_EXTENSIONS  # what recon mode reads
+        from posed_views import MESH_EXTENSIONS  # what recon mode reads
 
         return [f for f in files if (os.path.isfile(f) and f.lower().endswith(MESH_EXTENSIONS))
                 or os.path.isfile(os.path.join(f, "transforms.json"))]
@@ -358,17 +340,15 @@ def run_ray(jobs, opts, progress, address, cpus, gpus):
         import ray
     except ImportError:
         raise BatchError("--backend ray needs the ray package: pip install -r requirements-ray.txt") from None
-    env = {"PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "scripts"), ROOT])}
+    env = {"PYTHONPATH": ROOT}
     init = dict(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
                 logging_level="ERROR", configure_logging=True)
     if private:
         init.update(address=None, include_dashboard=False)
     ray.init(**init)
     try:
-        from batch import JobFailed as Failed, run_job as job_fn  # by reference: workers import scripts/batch.py
-
-        task = ray.remote(job_fn).options(num_cpus=cpus, num_gpus=gpus, max_retries=opts["retries"],
-                                          retry_exceptions=[Failed])
+        task = ray.remote(run_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=opts["retries"],
+                                           retry_exceptions=[JobFailed])
         res = ray.cluster_resources()
         slots = min(res.get("CPU", 1) / cpus if cpus else len(jobs), res.get("GPU", 0) / gpus if gpus else len(jobs))
         slots = max(1, int(slots))  # how many run at once, for the progress line
@@ -393,89 +373,48 @@ def run_ray(jobs, opts, progress, address, cpus, gpus):
         ray.shutdown()
 
 
-# ------------------------------------------------------------------ main
-def main(argv=None):
-    from cli import COUNT, NONNEG, NONNEG_INT, POSITIVE
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--inputs", "--dir", dest="inputs", required=True, help="folder, quoted glob, or .txt/.csv manifest")
-    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "image.yaml"))
-    ap.add_argument("--outdir", default="logs")
-    ap.add_argument("--backend", choices=("local", "ray"), default="local")
-    ap.add_argument("--jobs", type=COUNT, default=1, help="local: jobs at a time on the default device")
-    ap.add_argument("--gpus", default=None, help="local: comma-separated GPU ids, one job per GPU, e.g. 0,1")
-    ap.add_argument("--address", default=None, help="ray: auto | ray://host:port | host:port (default: a local instance)")
-    ap.add_argument("--cpus-per-job", type=POSITIVE, default=1.0, help="ray: CPUs each job asks for")
-    ap.add_argument("--gpus-per-job", type=NONNEG, default=0.0, help="ray: GPUs each job asks for (fractions share one)")
-    ap.add_argument("--retries", type=NONNEG_INT, default=1, help="retries of a failing job (Ray: also a crashed worker)")
-    ap.add_argument("--timeout", type=NONNEG, default=0, help="seconds per job, both stages (0: none)")
-    ap.add_argument("--mesh_format", default="obj", help="format of the final mesh (obj or glb)")
-    ap.add_argument("--quiet", action="store_true", help="no live progress line")
-    ap.add_argument("overrides", nargs="*", help="key=value passed to both stages of every job")
-    args = ap.parse_intermixed_args(argv)
-    sys.path.insert(0, ROOT)
-    from cli import error_line
+# ------------------------------------------------------------------ a whole batch
+def prepare(inputs: str, config: str, outdir: str, overrides: list) -> tuple:
+    """(mode, jobs, jobs still to do) of a batch; every config and per-line override is checked
+    first (a ConfigError or BatchError, one line, before any job). What an earlier, killed run left
+    half done is removed so that it starts again from scratch."""
     from config import load_config
 
-    try:
-        # jobs run from the repository root: make the caller's relative paths absolute first
-        args.outdir, args.config = os.path.abspath(args.outdir), os.path.abspath(args.config)
-        overrides = list(args.overrides) + [f"mesh_format={args.mesh_format}"]
-        cfg = load_config(args.config, overrides + ["save_path=x"])  # every key checked before any job
-        jobs = discover(args.inputs, cfg.mode)
-        for j in jobs:
-            load_config(args.config, overrides + j["overrides"] + ["save_path=x"])
-        os.makedirs(args.outdir, exist_ok=True)
-        from cli import set_error_log
+    cfg = load_config(config, list(overrides) + ["save_path=x"])
+    jobs = discover(inputs, cfg.mode)
+    for j in jobs:
+        load_config(config, list(overrides) + j["overrides"] + ["save_path=x"])
+    os.makedirs(outdir, exist_ok=True)
+    todo = [j for j in jobs if not is_done(outdir, j["name"])]
+    for j in todo:
+        shutil.rmtree(os.path.join(outdir, ".partial", j["name"]), ignore_errors=True)
+    return cfg.mode, jobs, todo
 
-        set_error_log(os.path.join(args.outdir, "batch_error.log"))
-    except (ValueError, OSError) as e:
-        print(error_line(e), file=sys.stderr)
-        return 2
-    opts = {"outdir": args.outdir, "config": args.config, "mode": cfg.mode, "overrides": overrides,
-            "retries": args.retries, "timeout": args.timeout}
-    todo = [j for j in jobs if not is_done(args.outdir, j["name"])]
-    skipped = [{"name": j["name"], "input": j["input"], "status": "skipped", "seconds": {}, "attempts": 0,
-                "error": ""} for j in jobs if j not in todo]
-    for j in todo:  # what an earlier, killed run left half done starts again from scratch
-        shutil.rmtree(os.path.join(args.outdir, ".partial", j["name"]), ignore_errors=True)
-    progress = Progress(len(jobs), len(skipped), args.quiet)
-    progress.show()
-    t0 = time.time()
-    try:
-        if args.backend == "ray":
-            results = run_ray(todo, opts, progress, args.address, args.cpus_per_job, args.gpus_per_job)
-        else:
-            workers = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None] * args.jobs
-            opts["threads"] = thread_share(min(len(workers), max(1, len(todo))))
-            results = run_local(todo, opts, progress, workers)
-    except BatchError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
-    if progress.tty and not args.quiet:
-        print()
-    rows = sorted(skipped + results, key=lambda r: r["name"])
-    wall = time.time() - t0
-    summary = {"config": args.config, "backend": args.backend, "outdir": args.outdir, "wall_seconds": round(wall, 1),
-               "threads_per_job": opts.get("threads"),
-               "counts": {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed", "timeout")},
-               "jobs": rows}
-    with open(os.path.join(args.outdir, "batch_summary.json.tmp"), "w") as fh:
-        json.dump(summary, fh, indent=1)
-    os.replace(os.path.join(args.outdir, "batch_summary.json.tmp"), os.path.join(args.outdir, "batch_summary.json"))
-    print("\n| input | status | stage 1 (s) | stage 2 (s) | attempts | error |\n|---|---|---|---|---|---|")
+
+def skipped_record(job: dict) -> dict:
+    return {"name": job["name"], "input": job["input"], "status": "skipped", "seconds": {}, "attempts": 0, "error": ""}
+
+
+def summarise(rows: list, config: str, backend: str, outdir: str, wall: float, threads) -> dict:
+    return {"config": config, "backend": backend, "outdir": outdir, "wall_seconds": round(wall, 1),
+            "threads_per_job": threads,
+            "counts": {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed", "timeout")},
+            "jobs": rows}
+
+
+def write_summary(summary: dict) -> str:
+    """``<outdir>/batch_summary.json``, written atomically; returns its path."""
+    from io_utils import save_json
+
+    path = os.path.join(summary["outdir"], "batch_summary.json")
+    save_json(path, summary)
+    return path
+
+
+def table(rows: list) -> str:
+    lines = ["| input | status | stage 1 (s) | stage 2 (s) | attempts | error |", "|---|---|---|---|---|---|"]
     for r in rows:
         s = r.get("seconds", {})
-        print(f"| {r['name']} | {r['status']} | {s.get('main.py', '')} | {s.get('main2.py', '')} | "
-              f"{r.get('attempts', '')} | {r.get('error', '')} |")
-    c = summary["counts"]
-    print(f"\n{c['ok']} ok, {c['skipped']} skipped, {c['failed']} failed, {c['timeout']} timed out in {wall:.0f} s; "
-          f"{os.path.join(args.outdir, 'batch_summary.json')}")
-    return 1 if c["failed"] or c["timeout"] else 0
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from cli import guarded
-
-    sys.exit(guarded(main))
+        lines.append(f"| {r['name']} | {r['status']} | {s.get('main.py', '')} | {s.get('main2.py', '')} | "
+                     f"{r.get('attempts', '')} | {r.get('error', '')} |")
+    return "\n".join(lines)

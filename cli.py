@@ -25,8 +25,8 @@ def user_errors():
     permission, disk full) and its message names the file."""
     from omegaconf.errors import MissingMandatoryValue
 
-    from guidance import ModelNotFoundError
-    from outputs import OutputError
+    from guidance.base import ModelNotFoundError
+    from io_utils import OutputError
 
     # RuntimeError itself is not here: torch raises it for bugs (shape mismatches), which are
     # internal errors with a traceback in the log; the project's own RuntimeErrors are.
@@ -115,13 +115,13 @@ def _number(kind, lo, lo_open=False, hi=None, hi_open=False):
     return parse
 
 
-COUNT = _number(int, 1)  # argparse type: a whole number >= 1
-NONNEG_INT = _number(int, 0)
-NONNEG = _number(float, 0)
-POSITIVE = _number(float, 0, lo_open=True)
-ELEVATION = _number(float, -90, hi=90)
-FOVY = _number(float, 0, True, 180, True)
-PORT = _number(int, 0, hi=65535)
+COUNT_ARG = _number(int, 1)  # argparse type: a whole number >= 1
+NONNEG_INT_ARG = _number(int, 0)
+NONNEG_ARG = _number(float, 0)
+POSITIVE_ARG = _number(float, 0, lo_open=True)
+ELEVATION_ARG = _number(float, -90, hi=90)
+FOVY_ARG = _number(float, 0, True, 180, True)
+PORT_ARG = _number(int, 0, hi=65535)
 
 
 def error_line(e: BaseException) -> str:
@@ -149,7 +149,6 @@ def exit_with_parent(poll: float = 1.0):
 
 
 def run_stage(stage: int, argv=None) -> int:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     args = parse(sys.argv[1:] if argv is None else argv,
                  "DreamGaussian stage 1: Gaussians + coarse mesh" if stage == 1 else
                  "DreamGaussian stage 2: texture refinement")

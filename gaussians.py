@@ -392,3 +392,22 @@ class GaussianModel:
         write = {".compressed.ply": sf.write_compressed_ply, ".spz": sf.write_spz, ".sog": sf.write_sog,
                  ".glb": sf.write_gaussian_glb}[ext]
         write(self.arrays(), path)
+
+
+# ------------------------------------------------------------------ analytic scenes
+def gaussians_at(means, scale=0.03, opacity=0.9):
+    """Isotropic grey Gaussians of one size and opacity at ``means`` [N, 3]."""
+    n = means.shape[0]
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1
+    return GaussianModel(0).set_params(
+        means=means, scales=torch.full((n, 3), math.log(scale)), quats=quats,
+        opacities=torch.full((n,), float(inverse_sigmoid(torch.tensor(opacity)))),
+        sh0=rgb_to_sh(torch.full((n, 3), 0.7))[:, None], shN=torch.zeros(n, 0, 3))
+
+
+def sphere_of_gaussians(n=2000, radius=0.5, scale=0.03, opacity=0.9, seed=0):
+    """Isotropic Gaussians on a sphere surface (an analytic shape)."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(n, 3, generator=g)
+    return gaussians_at(radius * d / d.norm(dim=1, keepdim=True), scale, opacity)

@@ -11,7 +11,6 @@ Backends
   gsplat gsplat.rasterization (CUDA only)
   inria  diff_gaussian_rasterization (CUDA only, if the user built it)
   auto   a CUDA backend when the tensors are on CUDA and one is installed, else torch
-  reference  dense brute force over every (pixel, Gaussian) pair: the test oracle, tiny scenes only
 
 Image model shared by every pure-PyTorch path (and matched by the CUDA ones to within their
 own tile-granularity cut-offs): a Gaussian contributes to a pixel when its Mahalanobis
@@ -32,7 +31,7 @@ ALPHA_MAX = 0.99  # alpha clamp (keeps 1 - alpha invertible)
 T_MIN = 1e-4  # transmittance at which compositing stops
 SIGMA_CUT = 3.0  # Mahalanobis cut-off of each splat
 
-BACKENDS = ("auto", "torch", "gsplat", "inria", "reference")  # reference: dense brute force, tiny scenes
+BACKENDS = ("auto", "torch", "gsplat", "inria")
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -226,34 +225,9 @@ def rasterize_tiles(proj, colors, width, height, tile=16, chunk=32):
     return img[:C], img[C + 1:C + 2], img[C:C + 1]
 
 
-def rasterize_dense(proj, colors, width, height):
-    """Brute-force reference: every pixel against every Gaussian ([H*W, N] tensors). Same image
-    model as ``rasterize_tiles``; for tests on tiny scenes only."""
-    means2d, conics = proj["means2d"], proj["conics"]
-    dev, dtype = means2d.device, means2d.dtype
-    order = torch.argsort(proj["depths"].detach(), stable=True)
-    order = order[proj["valid"][order]]
-    m, cn = means2d[order], conics[order]
-    ys, xs = torch.meshgrid(torch.arange(height, device=dev, dtype=dtype) + 0.5,
-                            torch.arange(width, device=dev, dtype=dtype) + 0.5, indexing="ij")
-    dx = xs.reshape(-1, 1) - m[None, :, 0]
-    dy = ys.reshape(-1, 1) - m[None, :, 1]
-    power = -0.5 * (cn[:, 0] * dx * dx + cn[:, 2] * dy * dy) - cn[:, 1] * dx * dy
-    alpha = torch.exp(proj["log_opacity"][order] + power)
-    keep = (power >= -0.5 * SIGMA_CUT ** 2) & (alpha >= ALPHA_MIN)
-    alpha = torch.where(keep, alpha.clamp(max=ALPHA_MAX), torch.zeros_like(alpha))
-    T_incl = torch.cumprod(1 - alpha, dim=1)
-    T_excl = torch.cat([torch.ones_like(T_incl[:, :1]), T_incl[:, :-1]], 1)
-    w = torch.where(T_incl >= T_MIN, alpha * T_excl, torch.zeros_like(alpha))
-    feat = torch.cat([colors[order], proj["depths"][order, None]], 1)
-    out = torch.cat([w @ feat, w.sum(1, keepdim=True)], 1).T.reshape(-1, height, width)
-    C = colors.shape[1]
-    return out[:C], out[C + 1:C + 2], out[C:C + 1]
-
-
 # ------------------------------------------------------------------ CUDA backends
 def backend_available(name: str) -> bool:
-    if name in ("torch", "reference"):
+    if name == "torch":
         return True
     if not torch.cuda.is_available():
         return False
@@ -271,7 +245,7 @@ def resolve_backend(name: str, device) -> str:
             if is_cuda and backend_available(cand):
                 return cand
         return "torch"
-    if name not in ("torch", "reference"):
+    if name != "torch":
         if not backend_available(name):
             hint = {"gsplat": "pip install gsplat (needs CUDA)",
                     "inria": "build graphdeco-inria/diff-gaussian-rasterization (needs CUDA)"}[name]
@@ -371,10 +345,7 @@ def render(gaussians, camera, bg_color=(1.0, 1.0, 1.0), backend="auto", tile_siz
                 campos = torch.as_tensor(camera.campos, device=dev, dtype=means.dtype)
                 dirs = torch.nn.functional.normalize(means - campos, dim=-1)
             colors = eval_sh(deg, shs, dirs)
-        if name == "reference":
-            feat, alpha, depth = rasterize_dense(proj, colors, camera.width, camera.height)
-        else:
-            feat, alpha, depth = rasterize_tiles(proj, colors, camera.width, camera.height, tile_size, chunk_size)
+        feat, alpha, depth = rasterize_tiles(proj, colors, camera.width, camera.height, tile_size, chunk_size)
         image = feat + (1 - alpha) * bg[:, None, None]
         radii, means2d = proj["radii"], proj["means2d"]
     # means2d_ndc: the inria rasterizer's screen-space tensor is [N,3] and its gradient is already

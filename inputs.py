@@ -98,7 +98,7 @@ def _read_rgba(path: str, warnings: list) -> np.ndarray:
     """The RGBA image [H,W,4] in [0,1] of one input (matted, alpha judged), at its own size."""
     _check_path(path)
     try:
-        img = load_image(path)
+        img = load_image(path, warnings)
     except ValueError as e:
         raise InputError(str(e)) from None
     h, w = img.shape[:2]

@@ -1,18 +1,79 @@
-"""File helpers shared by every reader and writer: atomic writes, JSON and image I/O."""
+"""File helpers shared by every reader and writer: atomic writes, JSON and image I/O.
+
+- ``write_together``: the files of one output (``.obj`` + ``.mtl`` + ``_albedo.png``) are written
+  under temporary names first and renamed only when all of them are complete: published whole or
+  not at all. An OS error (disk full, permission, a folder in the way) is one ``OutputError`` line
+  naming the file and the reason. ``atomic_write``, ``save_json`` and ``save_image`` write one file so.
+"""
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
+
+
+class OutputError(RuntimeError):
+    """An output that cannot be written, or outputs that do not belong together."""
+
+
+def reason(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def _write(tmp: str, write_fn):
+    """One file's bytes (a seam for tests that simulate a full disk where no tmpfs can be mounted)."""
+    write_fn(tmp)
+
+
+def write_together(items):
+    """``items``: [(path, write_fn)], each ``write_fn(tmp_path)`` writing one file. All files are
+    written to temporary names beside their targets, then renamed in the given order (put the
+    file that names the others, e.g. the ``.obj``, last). On any failure no target is touched and
+    every temporary file is removed."""
+    temps = []
+    current = items[0][0] if items else ""
+    try:
+        for path, write_fn in items:
+            current = path
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
+            os.close(fd)
+            temps.append((tmp, path))
+            _write(tmp, write_fn)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+        for tmp, path in temps:
+            current = path
+            if os.path.isdir(path):
+                raise IsADirectoryError(21, "a folder is in the way", path)
+            os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"cannot write {current}: {reason(e)}") from None
+    finally:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
 
 
 def atomic_write(path: str, write_fn):
     """Call ``write_fn(tmp_path)`` and rename the result to ``path``: a crash never leaves a
     half-written file under the final name. Creates the parent folder. An OS error (disk full,
-    no permission, a folder in the way) is an ``outputs.OutputError`` naming the file."""
-    from outputs import write_together
-
+    no permission, a folder in the way) is an ``OutputError`` naming the file."""
     write_together([(path, write_fn)])
+
+
+def bytes_writer(data: bytes):
+    """``write_fn(tmp)`` writing ``data`` as it is (for ``atomic_write`` / ``write_together``)."""
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return write
 
 
 def save_json(path: str, data, indent: int = 1):
@@ -23,6 +84,14 @@ def save_json(path: str, data, indent: int = 1):
         with open(tmp, "w") as fh:
             json.dump(data, fh, indent=indent)
     atomic_write(path, write)
+
+
+def load_json(path: str):
+    """The JSON document at ``path``."""
+    import json
+
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def require_file(path: str, what: str):
@@ -49,15 +118,21 @@ def save_image(path: str, img: np.ndarray):
     atomic_write(path, image_writer(img, fmt))
 
 
-def load_image(path: str) -> np.ndarray:
-    """Read an image as float32 [H,W,C] in [0,1] (C = 3 or 4)."""
+def load_image(path: str, notes: list | None = None) -> np.ndarray:
+    """Read an image as float32 [H,W,C] in [0,1] (C = 3 or 4). An image above PIL's safe-read size
+    (``Image.MAX_IMAGE_PIXELS``) is read with a one-line warning, appended to ``notes`` where given
+    (the run logs it and keeps it in run.json), else printed; one above twice that is refused."""
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder, not an image")
     try:
-        im = Image.open(path)
-        im.load()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            im.load()
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as e:  # PIL refuses images above 2x MAX_IMAGE_PIXELS
@@ -68,6 +143,19 @@ def load_image(path: str) -> np.ndarray:
                          f"; PIL refuses more than {2 * Image.MAX_IMAGE_PIXELS}); downscale it first") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
+    for w in caught:
+        if not issubclass(w.category, Image.DecompressionBombWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            continue
+        note = (f"{path} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} megapixels, above the "
+                f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f} PIL reads without a warning): read whole, then resized; "
+                f"downscale it first to save memory and time")
+        if notes is None:
+            import sys
+
+            print(f"warning: {note}", file=sys.stderr, flush=True)
+        elif note not in notes:
+            notes.append(note)
     im = ImageOps.exif_transpose(im)  # EXIF orientation applied, as image viewers show the image
     if im.mode not in ("RGB", "RGBA"):
         im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from io_utils import atomic_write, image_writer, load_image, require_file
-from outputs import write_together
+from io_utils import atomic_write, bytes_writer, image_writer, load_image, require_file, write_together
 
 DEFAULT_MAX_TEXTURE = 4096  # longest side of an input texture or packed atlas (config: input_max_texture)
 NEUTRAL_GREY = 0.5  # the colour of a mesh that has no texture, material colour or vertex colours
@@ -58,11 +57,6 @@ class Mesh:
     def to(self, device) -> "Mesh":
         m = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Mesh(m(self.v), m(self.f), m(self.vt), m(self.albedo), m(self.vc), list(self.warnings))
-
-    def face_normals(self, v=None) -> torch.Tensor:
-        v = self.v if v is None else v
-        a, b, c = v[self.f[:, 0]], v[self.f[:, 1]], v[self.f[:, 2]]
-        return torch.nn.functional.normalize(torch.cross(b - a, c - a, dim=-1), dim=-1)
 
     def vertex_normals(self, v=None) -> torch.Tensor:
         """Area-weighted vertex normals (differentiable in ``v``)."""
@@ -156,7 +150,7 @@ class Mesh:
     def save_glb(self, path: str):
         """Binary glTF 2.0 with a PBR material whose base colour is the albedo texture."""
         data = self.to_trimesh().export(file_type="glb")
-        atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+        atomic_write(path, bytes_writer(data))
 
 
 

@@ -5,7 +5,7 @@
    ``sigma_cut``-sigma box (plus margin) reaches, and each (block, Gaussian) pair evaluates the
    block's samples as one matmul of per-pair quadratic-form coefficients with the block's
    monomials (1, x, y, z, x^2, ..., yz). Contributions beyond ``sigma_cut`` are dropped, so the
-   result equals ``density_brute`` with the same cut-off exactly (up to rounding).
+   result equals the sum over every Gaussian with the same cut-off (up to rounding; tests/oracles.py).
 2. ``fill_interior`` (optional, ``mc_close_radius``): the empty space inside the object becomes
    solid. SDS and the input-view losses shape only what the cameras see, so the Gaussians form
    a shell, hollow inside, cracked here and there; marching cubes then meshes the hollows as
@@ -13,9 +13,9 @@
    area lay inside the object: BENCHMARKS.md, *The hollow inside*). The occupancy is closed with
    a ball (sealing cracks narrower than its diameter) and every empty region the outside cannot
    reach is filled.
-3. ``extract_surface``: marching cubes (PyMCubes) at ``density_thresh``, then cleanup (merge close
-   vertices, drop degenerate faces and small floating components) and quadric decimation
-   (fast-simplification via trimesh).
+3. ``marching_cubes`` (PyMCubes) at ``density_thresh``, then ``clean_mesh`` (merge close vertices,
+   drop degenerate faces and small floating components) and ``decimate`` (quadric decimation,
+   fast-simplification via trimesh).
 4. ``unwrap_uv``: xatlas.
 5. ``bake_texture``: colour back-projection from renders of the Gaussians. Every texel is
    located on the surface (rasterizing the mesh in UV space), projected into each view, kept
@@ -123,19 +123,6 @@ def density_grid(gaussians, resolution=128, num_blocks=16, padding=0.1, sigma_cu
         out.index_add_(0, blk, val)
     grid = out.reshape(B, B, B, S, S, S).permute(0, 3, 1, 4, 2, 5).reshape(R, R, R)
     return grid, centre, half
-
-
-@torch.no_grad()
-def density_brute(gaussians, points, sigma_cut=None, min_opacity=0.005):
-    """Reference: the density at ``points`` [P,3] summed over every Gaussian (optionally cut)."""
-    means, cov, op, _ = _activated(gaussians, min_opacity)
-    P = torch.linalg.inv(cov)
-    d = points[:, None, :] - means[None]  # [P, N, 3]
-    maha = torch.einsum("pni,nij,pnj->pn", d, P, d)
-    val = op * torch.exp(-0.5 * maha)
-    if sigma_cut is not None:
-        val = torch.where(maha <= sigma_cut ** 2, val, torch.zeros_like(val))
-    return val.sum(1)
 
 
 def close_with_ball(occ: np.ndarray, radius: int) -> np.ndarray:
@@ -439,3 +426,20 @@ def gaussians_to_mesh(gaussians, cfg, render_fn, log=print):
     log(f"mesh: {stats['faces']} faces, {stats['vertices']} vertices, {100 * coverage:.1f}% of texels seen; "
         f"times {times}")
     return mesh, times, stats
+
+
+def mesh_from_file(ply: str, cfg):
+    """The mesh export of ``cfg``'s mesh keys on the Gaussians saved in ``ply``, without training
+    (their renders on white for the back-projection, as stage 1 bakes). Returns (mesh, timings,
+    stats) of ``gaussians_to_mesh``."""
+    from gaussians import GaussianModel
+    from gs_renderer import render
+
+    g = GaussianModel.load(ply)
+
+    def render_fn(cam):
+        with torch.no_grad():
+            o = render(g, cam, (1.0, 1.0, 1.0), cfg.rasterizer, cfg.tile_size, cfg.chunk_size)
+        return o["image"], o["alpha"]
+
+    return gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)

@@ -1,31 +1,27 @@
-"""Evaluate a reconstructed textured mesh against the ground truth.
+"""How close a result is to the truth: the metrics every evaluation and benchmark uses.
 
-    python scripts/eval_recon.py --pred logs/spot.obj --gt data/spot/spot_triangulated.obj
-    python scripts/eval_recon.py --pred logs/x.obj --gt path/to/test_views   (transforms.json folder)
-
-Geometry (mesh ground truth): Chamfer-L1 (mean of both directions' mean nearest distances) and
-F-score at 1% of the ground-truth bounding-box diagonal, from surface samples. Appearance: PSNR
-and SSIM of renders over a white background and mask IoU, at held-out cameras that training
-never used (a Fibonacci set offset from the training set), or at the given test views.
-Prints JSON and a table; ``--grid`` writes a PNG of ground truth (top) over ours (bottom).
+- geometry: ``chamfer_fscore`` (Chamfer-L1 and F-score at a fraction of the ground truth's
+  bounding-box diagonal, from surface samples), ``outer_surface`` (a mesh of overlapping parts
+  without its buried faces), ``winding_numbers``;
+- images: ``psnr``, ``ssim``, ``mask_iou``, ``image_metrics`` (all three over lists of views);
+- ``evaluate``: a textured mesh against a ground-truth mesh or a folder of posed test views
+  (what ``scripts/eval_recon.py`` prints);
+- ``clip_similarity``: CLIP cosine similarity between an input image and renders of a mesh (what
+  ``scripts/clip_eval.py`` prints; the model loads as the guidance models do).
 """
 from __future__ import annotations
 
-import argparse
-import json
+import hashlib
 import os
-import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from io_utils import save_image  # noqa: E402
-from mesh import Mesh  # noqa: E402
-from mesh_renderer import render_mesh  # noqa: E402
-from views import from_transforms, normalise_mesh, orbit_cameras  # noqa: E402
+from io_utils import save_image
+from mesh import Mesh
+from mesh_renderer import render_mesh, turntable
+from posed_views import from_transforms, normalise_mesh, orbit_cameras
 
 
 def surface_samples(mesh: Mesh, n: int, seed: int = 0) -> np.ndarray:
@@ -61,8 +57,6 @@ def outer_surface(mesh: Mesh) -> Mesh:
     inside a watertight part other than its own; a mesh of one part is returned as it is.
     Surface metrics (Chamfer, F-score) against the buried faces would ask a reconstruction for
     surfaces no view shows."""
-    import hashlib
-
     import trimesh
 
     key = hashlib.sha1(mesh.v.numpy().tobytes() + mesh.f.numpy().tobytes()).hexdigest()
@@ -129,13 +123,17 @@ def ssim(a, b, window: int = 11, sigma: float = 1.5):
     return float(s.mean())
 
 
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two boolean masks (0 for two empty ones)."""
+    return float((a & b).sum()) / max(1, int((a | b).sum()))
+
+
 def image_metrics(pred_imgs, pred_masks, gt_imgs, gt_masks):
     ps, ss, ious = [], [], []
     for pi, pm, gi, gm in zip(pred_imgs, pred_masks, gt_imgs, gt_masks):
         ps.append(psnr(pi, gi))
         ss.append(ssim(pi, gi))
-        a, b = pm > 0.5, gm > 0.5
-        ious.append(float((a & b).sum()) / max(1, int((a | b).sum())))
+        ious.append(mask_iou(pm > 0.5, gm > 0.5))
     return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "mask_iou": float(np.mean(ious)),
             "psnr_per_view": [round(p, 2) for p in ps]}
 
@@ -174,45 +172,39 @@ def evaluate(pred_path: str, gt_path: str, num_views: int = 16, resolution: int 
     return result
 
 
-def main():
-    from cli import COUNT, FOVY, POSITIVE
+# ---------------------------------------------------------------------------------- CLIP
+def load_clip(model: str):
+    """A CLIP model and its image processor from a hub id or a local folder (transformers layout)."""
+    from guidance.loading import ModelLoadError, quiet_libraries, resolve_folder
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pred", required=True, help="reconstructed mesh (.obj/.glb)")
-    ap.add_argument("--gt", required=True, help="ground-truth mesh, or a transforms.json folder of test views")
-    ap.add_argument("--views", type=COUNT, default=16, help="held-out views (mesh ground truth)")
-    ap.add_argument("--resolution", type=COUNT, default=256)
-    ap.add_argument("--radius", type=POSITIVE, default=2.0)
-    ap.add_argument("--fovy", type=FOVY, default=49.1)
-    ap.add_argument("--grid", help="write a ground truth | ours image grid here (.png)")
-    ap.add_argument("--json", help="also write the result here")
-    args = ap.parse_args()
-    for p in (args.pred, args.gt):
-        if not os.path.exists(p):
-            print(f"error: not found: {p}", file=sys.stderr)
-            return 2
-    from cli import error_line, user_errors
+    quiet_libraries()  # before the import: transformers announces its torchvision fallback there
+    from transformers import CLIPImageProcessor, CLIPModel
 
+    folder = resolve_folder(model, "CLIP model", "--model")
     try:
-        r = evaluate(args.pred, args.gt, args.views, args.resolution, args.radius, args.fovy, args.grid)
-    except user_errors() as e:  # an unreadable mesh or views: one line, no traceback
-        print(error_line(e), file=sys.stderr)
-        return 2
-    for w in r["warnings"]:  # e.g. an uncoloured ground truth: its colour metrics compare against grey
-        print(f"warning: {w}", file=sys.stderr)
-    print(json.dumps(r))
-    print("\n| metric | value |\n|---|---|")
-    for k in ("chamfer_l1", "fscore", "psnr", "ssim", "mask_iou"):
-        if k in r:
-            print(f"| {k} | {r[k]:.4f} |")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(r, fh, indent=1)
-    return 0
+        return CLIPModel.from_pretrained(folder).eval(), CLIPImageProcessor.from_pretrained(folder)
+    except Exception as e:
+        raise ModelLoadError(f"CLIP model '{model}': {folder} did not load ({type(e).__name__})") from None
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from cli import guarded
+@torch.no_grad()
+def embed(model, processor, images):
+    """images: list of [H,W,3] float arrays in [0,1] -> unit embeddings [N,D]."""
+    batch = processor(images=[(np.clip(i, 0, 1) * 255).astype(np.uint8) for i in images], return_tensors="pt")
+    feats = model.get_image_features(pixel_values=batch["pixel_values"])
+    if not torch.is_tensor(feats):  # newer transformers return a model output
+        feats = feats.pooler_output if getattr(feats, "pooler_output", None) is not None else feats[0]
+    return torch.nn.functional.normalize(feats, dim=-1)
 
-    sys.exit(guarded(main))
+
+def clip_similarity(image_path, mesh_path, model="openai/clip-vit-large-patch14", views=8, size=256):
+    from inputs import load_input_image
+
+    m, p = load_clip(model)
+    rgb, mask = load_input_image(image_path, size)
+    ref = (rgb * mask + (1 - mask)).permute(1, 2, 0).numpy()
+    frames = turntable(Mesh.load(mesh_path), views, size).astype("float32") / 255
+    e_ref = embed(m, p, [ref])
+    e = embed(m, p, list(frames))
+    sims = (e @ e_ref.T)[:, 0]
+    return {"clip_similarity": float(sims.mean()), "per_view": [round(float(s), 4) for s in sims]}

@@ -3,10 +3,6 @@
 - ``RunLock``: ``<outdir>/<save_path>.lock`` while a stage writes that name's outputs; a second
   run with the same name refuses at start in one line naming the holder. A lock left by a process
   that no longer runs (same machine) is taken over.
-- ``write_together``: the files of one output (``.obj`` + ``.mtl`` + ``_albedo.png``) are written
-  under temporary names first and renamed only when all of them are complete: published whole or
-  not at all. An OS error (disk full, permission, a folder in the way) is one ``OutputError`` line
-  naming the file and the reason.
 - ``file_digest`` / ``input_digest``: the hashes run.json records, so that stage 2 can tell the
   mesh the last finished stage 1 wrote, and the input it used, from any other.
 - ``check_free``: none of a run's output paths is taken by a folder (found before any work).
@@ -18,57 +14,10 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 
-
-class OutputError(RuntimeError):
-    """An output that cannot be written, or outputs that do not belong together."""
-
-
-def reason(e: OSError) -> str:
-    return e.strerror or type(e).__name__
-
-
-# ------------------------------------------------------------------------------ writing
-def _write(tmp: str, write_fn):
-    """One file's bytes (a seam for tests that simulate a full disk where no tmpfs can be mounted)."""
-    write_fn(tmp)
-
-
-def write_together(items):
-    """``items``: [(path, write_fn)], each ``write_fn(tmp_path)`` writing one file. All files are
-    written to temporary names beside their targets, then renamed in the given order (put the
-    file that names the others, e.g. the ``.obj``, last). On any failure no target is touched and
-    every temporary file is removed."""
-    temps = []
-    current = items[0][0] if items else ""
-    try:
-        for path, write_fn in items:
-            current = path
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
-            os.close(fd)
-            temps.append((tmp, path))
-            _write(tmp, write_fn)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        for tmp, path in temps:
-            current = path
-            if os.path.isdir(path):
-                raise IsADirectoryError(21, "a folder is in the way", path)
-            os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {current}: {reason(e)}") from None
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                try:
-                    os.remove(tmp)
-                except OSError:
-                    pass
+from inputs import input_paths
+from io_utils import OutputError, reason
 
 
 def check_free(paths):
@@ -90,8 +39,6 @@ def file_digest(path: str) -> str:
 def input_digest(cfg) -> str | None:
     """What the run was made from: the input file's bytes (a folder: its transforms.json; several
     views: each file's and their angles), and in text mode the prompt."""
-    from inputs import input_paths
-
     parts = []
     for path in input_paths(cfg.input):  # several views: every file, in order
         target = os.path.join(path, "transforms.json") if os.path.isdir(path) else path

@@ -26,19 +26,18 @@ def process_file(path, size, do_recenter, border_ratio, out_dir=None):
 
 
 def main(argv=None):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cli import COUNT
+    from cli import COUNT_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("path", help="an image, or a folder of images")
-    ap.add_argument("--size", type=COUNT, default=256, help="output size (square)")
+    ap.add_argument("--size", type=COUNT_ARG, default=256, help="output size (square)")
     ap.add_argument("--recenter", type=lambda s: s.lower() in ("1", "true", "yes"), default=True,
                     help="recentre the object (true/false)")
     ap.add_argument("--border_ratio", type=float, default=0.2, help="empty border around the object")
     ap.add_argument("--out", help="output folder (default: beside each input)")
     args = ap.parse_args(argv)
     from inputs import InputError
-    from outputs import OutputError
+    from io_utils import OutputError
 
     if not 0 <= args.border_ratio < 1:  # --size is checked by its argparse type
         print(f"error: --border_ratio must be in [0, 1), got {args.border_ratio}", file=sys.stderr)
@@ -68,7 +67,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from cli import guarded
 
     sys.exit(guarded(main))

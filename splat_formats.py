@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from io_utils import atomic_write, bytes_writer
+
 SH_C0 = 0.28209479177387814
 CHUNK = 256  # Gaussians per chunk of a .compressed.ply
 CHUNK_PROPS = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
@@ -173,8 +175,6 @@ def _unpack_111011(p):
 # ------------------------------------------------------------------ .compressed.ply
 def write_compressed_ply(params: dict, path: str):
     """``params`` (module docstring) as a PlayCanvas .compressed.ply, Gaussians in Morton order."""
-    from io_utils import atomic_write
-
     sh_degree_of(params)
     means = np.asarray(params["means"], np.float64)
     n = len(means)
@@ -219,7 +219,7 @@ def write_compressed_ply(params: dict, path: str):
         header += [f"element sh {n}", *[f"property uchar f_rest_{i}" for i in range(n_rest)]]
     data = ("\n".join(header + ["end_header"]) + "\n").encode() + chunk.astype("<f4").tobytes() \
         + vertex.astype("<u4").tobytes() + (sh.tobytes() if n_rest else b"")
-    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+    atomic_write(path, bytes_writer(data))
 
 
 def read_compressed_ply(path: str) -> dict:
@@ -407,8 +407,6 @@ def write_spz(params: dict, path: str, antialiased: bool = False):
 
     import zstandard
 
-    from io_utils import atomic_write
-
     degree = sh_degree_of(params)
     means = np.asarray(params["means"], np.float64)
     n = len(means)
@@ -447,7 +445,7 @@ def write_spz(params: dict, path: str, antialiased: bool = False):
     header = struct.pack("<IIIBBBBI", SPZ_MAGIC, 4, n, degree, frac, 1 if antialiased else 0, len(streams), 32) + bytes(12)
     toc = b"".join(struct.pack("<QQ", len(p), len(s)) for p, s in zip(packed, streams))
     data = header + toc + b"".join(packed)
-    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+    atomic_write(path, bytes_writer(data))
 
 
 # ----------------------------------------------------------------------------------- .sog
@@ -549,8 +547,6 @@ def write_sog(params: dict, path: str):
     import json
     import zipfile
 
-    from io_utils import atomic_write
-
     bands = sh_degree_of(params)
     means = np.asarray(params["means"], np.float64)
     n = len(means)
@@ -610,7 +606,7 @@ def write_sog(params: dict, path: str):
             z.writestr(name, _webp(np.ascontiguousarray(img)))
         z.writestr("meta.json", json.dumps(meta))
     data = buf.getvalue()
-    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+    atomic_write(path, bytes_writer(data))
 
 
 def read_sog(path: str) -> dict:
@@ -747,8 +743,6 @@ def write_gaussian_glb(params: dict, path: str):
     import json
     import struct
 
-    from io_utils import atomic_write
-
     degree = sh_degree_of(params)
     means = np.asarray(params["means"], np.float32)
     n = len(means)
@@ -787,7 +781,7 @@ def write_gaussian_glb(params: dict, path: str):
     js += b" " * (-len(js) % 4)
     data = (struct.pack("<III", 0x46546C67, 2, 12 + 8 + len(js) + 8 + len(blob)) + struct.pack("<II", len(js), 0x4E4F534A)
             + js + struct.pack("<II", len(blob), 0x004E4942) + blob)
-    atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+    atomic_write(path, bytes_writer(data))
 
 
 def read_gaussian_glb(path: str) -> dict:

@@ -94,12 +94,9 @@ def update_run_json(path: str, stage: str, cfg, record: dict):
                         "platform": platform.platform()}
     data[stage] = {"config": OmegaConf.to_container(cfg, resolve=True), "torch_threads": torch.get_num_threads(),
                    **record}
-    from io_utils import atomic_write
+    from io_utils import save_json
 
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=1)
-    atomic_write(path, write)
+    save_json(path, data)
 
 
 def progress(iterable, quiet: bool, desc: str):
@@ -212,7 +209,7 @@ class Context:
                 self.refs.append(InputView(path, az, el, cam, rgb.to(self.device), mask.to(self.device)))
             self.elevation = self.refs[0].elevation
         elif cfg.mode == "recon":
-            from views import load_views
+            from posed_views import load_views
 
             self.views = load_views(cfg.input, cfg, self.device)
             self.warnings = list(self.views.warnings)
@@ -302,6 +299,7 @@ class Stage1:
     def __init__(self, cfg, log=print, context=None):
         from densification import DensifyStrategy
         from gaussians import GaussianModel, OptimConfig
+        from gs_renderer import ALPHA_MIN
 
         from outputs import check_free
 
@@ -315,6 +313,9 @@ class Stage1:
         self.run_id = None
         if cfg.load:
             self.model = GaussianModel.load(cfg.load, device=self.device)
+            if not bool((self.model.opacities.detach() >= ALPHA_MIN).any()):  # no render would depend on them
+                raise ValueError(f"load={cfg.load}: none of its {len(self.model)} Gaussians is visible (every opacity "
+                                 f"is below 1/255, the least the renderer draws): nothing to train from")
             if self.ctx.views is not None:  # recon: saved in the input's frame, trained in the normalised one
                 self.model = self.ctx.views.gaussians_to_normalised(self.model)
             log(f"resumed {len(self.model)} Gaussians from {cfg.load}")
@@ -391,7 +392,7 @@ class Stage1:
         lost."""
         import tempfile
 
-        from outputs import OutputError
+        from io_utils import OutputError
 
         rescue = os.path.join(tempfile.gettempdir(), f"dreamgaussian_{self.run_id or os.getpid()}_"
                               f"{os.path.basename(self.paths['ply'])}")
@@ -447,7 +448,7 @@ class Stage1:
             pruned = final_prune(self.model, self.cfg.final_prune_min_opacity, self.cfg.final_prune_max_scale)
         self.model.check()
         # from here on the outputs of earlier runs are replaced: run.json says so first
-        from outputs import OutputError
+        from io_utils import OutputError
 
         try:
             update_run_json(self.paths["run"], "stage1", self.cfg, {**self.provenance, "status": "writing"})
@@ -487,7 +488,8 @@ def check_stage1_outputs(cfg, paths: dict, mesh_path: str) -> dict:
     """The coarse mesh stage 2 is about to refine must be the one the last finished stage 1 wrote
     (its hash in run.json), and ``input=`` the input that run used; else one line saying which
     and how to choose on purpose (``mesh=``). Returns that stage-1 record."""
-    from outputs import OutputError, file_digest, input_digest
+    from io_utils import OutputError
+    from outputs import file_digest, input_digest
 
     anyway = f"or pass mesh={mesh_path} to refine it anyway"
     s1 = read_run_json(paths["run"]).get("stage1")

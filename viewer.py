@@ -272,7 +272,7 @@ def unique_labels(paths: list) -> list:
 
 
 class OutputViewer:
-    """Gaussians, meshes and runs side by side (scripts/view.py)."""
+    """Gaussians, meshes and runs side by side (scripts/show.py)."""
 
     def __init__(self, paths: list, host: str = "127.0.0.1", port: int = 8080, log=print):
         viser = import_viser()
@@ -327,7 +327,7 @@ class OutputViewer:
     @staticmethod
     def _load(path: str):
         """('splats' | 'mesh', viser arguments with 'center', size)."""
-        from views import is_gaussian_file
+        from posed_views import is_gaussian_file
 
         if is_gaussian_file(path):
             data = gaussian_arrays(path)

@@ -1,7 +1,7 @@
 """What the Ray backend of scripts/batch.py costs per job, against the local backend, on the same
 small batch (copies of one small recon input, tiny settings, so that the overhead shows).
 
-    python scripts/bench_batch.py [--jobs 6] [--input tests/data/meshes/ico4uv.obj] [--json out.json]
+    python benchmarks/bench_batch.py [--jobs 6] [--input tests/data/meshes/ico4uv.obj] [--json out.json]
 
 Rows: local (one job at a time), local with ``--jobs 2`` (each job gets its share of the cores),
 Ray with 2 CPUs per job on a private local instance (one at a
@@ -84,14 +84,14 @@ def main(argv=None):
         print(f"| {label} | {r['wall_s']} | {r['wall_s'] / args.jobs:.2f} | {r['job_mean_s']} | "
               f"{r['outside_jobs_s'] if serial else ''} | {r['overhead_per_job_s']} |")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"jobs": args.jobs, "input": args.input, "rows": rows}, fh, indent=1)
+        from io_utils import save_json
+
+        save_json(args.json, {"jobs": args.jobs, "input": args.input, "rows": rows})
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

@@ -1,6 +1,6 @@
 """Benchmark one SDS step and one refine call of each prior at its default resolution.
 
-    python scripts/bench_guidance.py [--models zero123 sd mvdream imagedream] [--reps 2] [--json out.json]
+    python benchmarks/bench_guidance.py [--models zero123 sd mvdream imagedream] [--reps 2] [--json out.json]
 
 No checkpoint is needed: a folder in the published hub layout is written with the real
 architectures' configs (Zero123-XL: the SD-1.x UNet with 8 input channels, the SD VAE, a CLIP
@@ -11,7 +11,7 @@ weights, which cost the same to run as the trained ones, and loaded through the 
 50-step DDIM schedule, i.e. runs 10 denoising steps.
 
 MVDream and ImageDream: their single-file checkpoints (``sd-v2.1-base-4view.pt``, ``-ipmv.pt``) in
-the published key layout at full size (tests/ldm_layouts.py; fp32 as published, 5.2 / 8.1 GB),
+the published key layout at full size (guidance/ldm_layouts.py; fp32 as published, 5.2 / 8.1 GB),
 written to a temporary folder and loaded through the real path (conversion included in build_s).
 One step is one object: 4 views at 256x256 (ImageDream runs 5 frames: the 4 views and the input
 view), classifier-free guidance in the same batch.
@@ -32,7 +32,6 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from cameras import Camera, View  # noqa: E402
 
@@ -40,14 +39,14 @@ from cameras import Camera, View  # noqa: E402
 def build(kind, device, folder, size="full"):
     """Write a full-size random-weight checkpoint in the published hub layout, then load it through
     the same code path as the real one."""
-    from hub_layouts import build_sd, build_zero123
+    from guidance.hub_layouts import build_sd, build_zero123
 
     from guidance.sd import StableDiffusionGuidance
     from guidance.zero123 import Zero123Guidance
 
     if kind in ("mvdream", "imagedream"):
-        from hub_layouts import write_clip_tokenizer
-        from ldm_layouts import build_multiview
+        from guidance.hub_layouts import write_clip_tokenizer
+        from guidance.ldm_layouts import build_multiview
 
         from guidance.mvdream import ImageDreamGuidance, MVDreamGuidance
 
@@ -129,11 +128,12 @@ def main():
         print(f"| {r['model']} | {r['op']} | {r['views']} | {r['resolution']} | {r['device']} | {r['dtype']} | "
               f"{r['median_s']} | {r['build_s']} |")
     if args.json:
-        json.dump({"machine": machine, "results": rows}, open(args.json, "w"), indent=1)
+        from io_utils import save_json
+
+        save_json(args.json, {"machine": machine, "results": rows})
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

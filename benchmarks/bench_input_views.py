@@ -1,22 +1,22 @@
 """Image-to-3D from several pictures of one object: does each added view help, and what does the
 prior add to the views? Measured on held-out toy objects (and on real meshes without a prior).
 
-    python scripts/bench_multiview.py --seeds 100000 100001 100002 100003 100004 100005 100006 100007 \
-        --repeats 3 --json bench_results/multiview_cpu.json
-    python scripts/bench_multiview.py --meshes ../shared/assets/spot/spot_triangulated.obj ... --json ...
+    python benchmarks/bench_input_views.py --seeds 100000 100001 100002 100003 100004 100005 100006 100007 \
+        --repeats 3 --json bench_results/input_views_cpu.json
+    python benchmarks/bench_input_views.py --meshes ../shared/assets/spot/spot_triangulated.obj ... --json ...
 
 Toy objects (``--seeds``, held out): each object is rendered at the view sets of ``--view-sets``
 (default ``0``, ``0,180``, ``0,90,180``: azimuths in degrees in the orbit convention of
-``input_azimuths``, elevation 0, 256 px RGBA as ``toy_objects.write_view`` writes them) and stage 1
+``input_azimuths``, elevation 0, 256 px RGBA as ``toy/objects.py write_view`` writes them) and stage 1
 of configs/toy.yaml runs from each set with ``input=[...] input_azimuths=[...]``, ``--repeats``
 times (seeds 0..R-1), for each run of ``--runs``:
 
-  oracle     the toy Zero123 with a denoiser that knows the object (scripts/toy_oracle.py): each
+  oracle     the toy Zero123 with a denoiser that knows the object (toy/oracle.py): each
              sampled view conditioned on its nearest input view, as the real prior is
   trained    the shipped toy Zero123 (``--model``)
   no_prior   lambda_zero123=0: the input views' RGB and mask losses only ("views only")
 
-Per run (the coarse mesh against the ground truth, bench_toy's metrics): ``chamfer``, ``fscore_5``
+Per run (the coarse mesh against the ground truth, toy.runs.mesh_metrics): ``chamfer``, ``fscore_5``
 (F-score at 5 % of the diagonal), ``iou`` (mask IoU over 8 views around at elevation 0), and at the
 views no input faces, ``iou_unseen`` and ``psnr_unseen``: the azimuths of those 8 that are at least
 90 degrees from every input view of every view set (with the default sets: 225, 270 and 315 are
@@ -46,35 +46,15 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-import toy_objects  # noqa: E402
-from bench_toy import IOU_AZIMUTHS, check_seeds_and_model, run_stages, view_metrics  # noqa: E402
-
-RUNS = ("oracle", "trained", "no_prior")
-VIEW_SETS = ("0", "0,180", "0,90,180")
-METRICS = ("chamfer", "fscore_5", "iou", "iou_unseen", "psnr_unseen")
-EXTRA = ("fscore_1",)  # reported, not counted in "beats on every metric"
-LOWER_IS_BETTER = ("chamfer",)
-
-
-def parse_view_set(text: str) -> list:
-    try:
-        azimuths = [float(a) for a in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a view set is azimuths joined by commas (e.g. 0,90,180), got {text!r}")
-    if not azimuths or azimuths[0] != 0:
-        raise argparse.ArgumentTypeError(f"a view set starts at azimuth 0 (the first input view), got {text!r}")
-    return azimuths
-
-
-def unseen_azimuths(view_sets) -> list:
-    """The azimuths of IOU_AZIMUTHS at least 90 degrees from every input view of every set."""
-    def apart(a, b):
-        return abs((a - b + 180) % 360 - 180)
-    every = [a for vs in view_sets for a in vs]
-    return [a for a in IOU_AZIMUTHS if all(apart(a, b) >= 90 - 1e-6 for b in every)]
-
+from io_utils import load_image, save_json  # noqa: E402
+from mesh import Mesh  # noqa: E402
+from mesh_utils import NoSurfaceError  # noqa: E402
+from toy import objects as toy_objects  # noqa: E402
+from toy.oracle import oracle_builder  # noqa: E402
+from toy.pictures import draw, render_azimuths  # noqa: E402
+from toy.runs import IOU_AZIMUTHS, check_seeds_and_model, mesh_metrics, remesh, run_stages, view_metrics  # noqa: E402
+from toy.view_sets import RUNS, VIEW_SETS, parse_view_set, summarise, table, unseen_azimuths  # noqa: E402
 
 def overrides_for(run, azimuths, paths, seed, repeat, model, work) -> list:
     name = f"{seed}_{len(azimuths)}v_{run}_{repeat}"
@@ -95,26 +75,18 @@ def finished(run_json: str) -> bool:
 
 
 def toy_run(run, seed, azimuths, repeat, args, unseen, extra=()) -> dict:
-    from mesh import Mesh
-    from mesh_utils import NoSurfaceError
-    from bench_toy import mesh_metrics
-
     folder = os.path.join(args.work, "inputs")
     _, ply = toy_objects.write_example(seed, folder)
     paths = [toy_objects.write_view(seed, folder, a) for a in azimuths]
     overrides = overrides_for(run, azimuths, paths, seed, repeat, args.model, args.work) + list(extra)
     build = None
     if run == "oracle":
-        from toy_oracle import oracle_builder
-
         build = oracle_builder(seed)
     t0 = time.perf_counter()
     name = f"{seed}_{len(azimuths)}v_{run}_{repeat}"
     out = {"coarse": os.path.join(args.work, name + "_mesh.obj"), "run": os.path.join(args.work, name + "_run.json")}
     try:
         if args.remesh:  # the saved Gaussians meshed again with the mesh keys as they are now
-            from bench_toy import remesh
-
             out = remesh(os.path.join(ROOT, "configs", "toy.yaml"), overrides)
         elif not (args.reuse and finished(out["run"])):
             out = run_stages(os.path.join(ROOT, "configs", "toy.yaml"), overrides, False, build)
@@ -133,64 +105,14 @@ def toy_run(run, seed, azimuths, repeat, args, unseen, extra=()) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def mean(rows, key):
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-def better(a, b, metric) -> bool:
-    if a is None or b is None:
-        return a is not None
-    return a < b if metric in LOWER_IS_BETTER else a > b
-
-
-def summarise(results, runs, sets) -> dict:
-    """Per run and view set, the means over objects; and on how many objects the largest view set
-    beats one view on every metric (same prior), and views beat ... for the trained prior over views only."""
-    seeds = [s for s in results if s.isdigit()]
-    out = {}
-    for run in runs:
-        for vs in sets:
-            rows = [{m: mean(results[s][run][vs], m) for m in METRICS + EXTRA} for s in seeds]
-            out[f"{run}/{vs}"] = {m: mean(rows, m) for m in METRICS + EXTRA}
-        first, last = sets[0], sets[-1]
-
-        def wins(s, m, run=run):  # the largest view set ahead of one view on object s
-            return better(mean(results[s][run][last], m), mean(results[s][run][first], m), m)
-
-        beats = [all(wins(s, m) for m in METRICS) for s in seeds]
-        out[f"{run}: {last} beats {first} on every metric"] = f"{sum(beats)} of {len(seeds)}"
-        for m in EXTRA:  # older result files lack it
-            if all(mean(results[s][run][vs], m) is not None for s in seeds for vs in (first, last)):
-                out[f"{run}: {last} beats {first} on {m}"] = f"{sum(wins(s, m) for s in seeds)} of {len(seeds)}"
-    if "trained" in runs and "no_prior" in runs:
-        for vs in sets:
-            gain = {m: (out[f"trained/{vs}"][m] or 0) - (out[f"no_prior/{vs}"][m] or 0) for m in ("iou_unseen", "psnr_unseen")}
-            out[f"trained minus views only at the unseen views, {vs}"] = gain
-    return out
-
-
-def table(summary, runs, sets) -> str:
-    lines = ["| run | views (azimuths) | Chamfer | F-score@5% | IoU (8 views) | IoU unseen | PSNR unseen | F-score@1% |",
-             "|---|---|---|---|---|---|---|---|"]
-    for run in runs:
-        for vs in sets:
-            r = summary[f"{run}/{vs}"]
-            f = [("-" if r[m] is None else f"{r[m]:.4f}" if m == "chamfer" else f"{r[m]:.2f}" if m == "psnr_unseen"
-                  else f"{r[m]:.3f}") for m in METRICS + EXTRA]
-            lines.append(f"| {run} | {vs} | " + " | ".join(f) + " |")
-    return "\n".join(lines)
-
-
 def mesh_runs(args) -> dict:
     """Real meshes without a prior: image mode from --mesh-views renders against recon's 32 views."""
     from cameras import Camera
     from config import load_config
-    from eval_recon import chamfer_fscore
     from io_utils import save_image
-    from mesh import Mesh
     from mesh_renderer import render_mesh
-    from views import normalise_mesh
+    from metrics import chamfer_fscore
+    from posed_views import normalise_mesh
 
     out = {}
     recon_cfg = os.path.join(ROOT, "configs", "recon.yaml")
@@ -232,10 +154,6 @@ def mesh_runs(args) -> dict:
 def picture(results, seed: int, args, path: str, size: int = 96):
     """A grid of one object's stage-1 meshes (every run and view set of the bench, seed 0) at
     azimuths 0, 90, 180, 270, with its input views and the ground truth."""
-    from io_utils import load_image
-    from mesh import Mesh
-    from quickstart_pictures import draw, views
-
     azimuths = [0.0, 90.0, 180.0, 270.0]
     rows = []
     for run in results["settings"]["runs"]:
@@ -243,26 +161,26 @@ def picture(results, seed: int, args, path: str, size: int = 96):
             mesh = os.path.join(args.work, f"{seed}_{len(azs)}v_{run}_0_mesh.obj")
             if os.path.isfile(mesh):
                 label = f"{run.replace('_', ' ')},\n{len(azs)} view{'s' if len(azs) > 1 else ''} ({vs})"
-                rows.append((label, views(Mesh.load(mesh), azimuths, size)))
-    rows.append(("ground truth", views(toy_objects.make_object(seed), azimuths, size)))
+                rows.append((label, render_azimuths(Mesh.load(mesh), azimuths, size)))
+    rows.append(("ground truth", render_azimuths(toy_objects.make_object(seed), azimuths, size)))
     largest = max(args.view_sets, key=len)
     inputs = [load_image(toy_objects.write_view(seed, os.path.join(args.work, "inputs"), a)) for a in largest]
     draw(rows, inputs, azimuths, size, path)
 
 
 def main(argv=None):
-    from cli import COUNT, NONNEG_INT
+    from cli import COUNT_ARG, NONNEG_INT_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="*", default=[100000 + i for i in range(8)], help="held-out toy objects")
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     ap.add_argument("--view-sets", nargs="+", type=parse_view_set, default=[parse_view_set(v) for v in VIEW_SETS],
                     help="input azimuths per configuration, e.g. 0 0,180 0,90,180")
-    ap.add_argument("--repeats", type=COUNT, default=3)
+    ap.add_argument("--repeats", type=COUNT_ARG, default=3)
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "toy-zero123"))
     ap.add_argument("--meshes", nargs="*", default=[], help="real meshes: views without a prior against recon")
     ap.add_argument("--mesh-views", type=float, nargs="+", default=[0.0, 90.0, 180.0])
-    ap.add_argument("--work", default=os.path.join(ROOT, "logs", "bench_multiview"))
+    ap.add_argument("--work", default=os.path.join(ROOT, "logs", "bench_input_views"))
     ap.add_argument("--unseen", type=float, nargs="+",
                     help="azimuths scored as unseen (default: those of the 8 around at least 90 degrees from every "
                     "input of every view set; --unseen 270 scores a set run alone as the default sets are scored)")
@@ -274,7 +192,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--picture", nargs=2, metavar=("SEED", "PNG"),
                     help="afterwards draw this object's meshes (seed 0 of every run and view set) into PNG")
-    ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=NONNEG_INT_ARG, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("overrides", nargs="*", help="config overrides for every toy run (key=value, e.g. ref_size=128)")
     args = ap.parse_intermixed_args(argv)
     check_seeds_and_model(args.seeds, args.model)
@@ -311,8 +229,6 @@ def main(argv=None):
                     print(f"{seed} {run} [{vs}] repeat {r}: " + ", ".join(
                         f"{k} {v:.3f}" for k, v in rows[-1].items() if isinstance(v, float)), file=sys.stderr)
         if args.json:
-            from io_utils import save_json
-
             save_json(args.json, results)  # partial results survive an interruption
     if args.seeds:
         results["summary"] = summarise(results, args.runs, sets)
@@ -325,8 +241,6 @@ def main(argv=None):
     if args.meshes:
         results["meshes"] = mesh_runs(args)
     if args.json:
-        from io_utils import save_json
-
         save_json(args.json, results)
     return 0
 

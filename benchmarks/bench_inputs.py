@@ -1,30 +1,28 @@
 """Meshes other tools wrote: how each file of a folder loads, and how well reconstruction keeps
 the colours of the textured ones.
 
-    python scripts/bench_inputs.py [--dir tests/data/meshes] [--recon capsule.obj BoxTextured.glb]
+    python benchmarks/bench_inputs.py [--dir tests/data/meshes] [--recon capsule.obj BoxTextured.glb]
                                    [--json bench_results/inputs_cpu.json] [key=value ...]
 
 For every mesh file: load time, what colour it carries (texture, material/vertex colour, grey
 with a warning) or the one-line error. For each ``--recon`` file: both stages in recon mode
-(configs/recon.yaml plus the overrides), then eval_recon's held-out PSNR / SSIM / mask IoU, beside
+(configs/recon.yaml plus the overrides), then metrics.evaluate's held-out PSNR / SSIM / mask IoU, beside
 the same ground-truth geometry painted neutral grey and white (what a lost texture scores).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import torch  # noqa: E402
 
 from mesh import Mesh, MeshFormatError, NEUTRAL_GREY  # noqa: E402
-from views import MESH_EXTENSIONS  # noqa: E402
+from posed_views import MESH_EXTENSIONS  # noqa: E402
 
 def load_report(path: str) -> dict:
     t = time.perf_counter()
@@ -42,7 +40,7 @@ def load_report(path: str) -> dict:
 
 def recon_report(path: str, outdir: str, overrides: list) -> dict:
     from config import load_config
-    from eval_recon import evaluate
+    from metrics import evaluate
     from trainer import Stage1, Stage2
 
     name = os.path.splitext(os.path.basename(path))[0]
@@ -86,13 +84,13 @@ def main(argv=None):
             print(f"| {r['file']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['mask_iou']:.3f} | {r['fscore']:.3f} | "
                   f"{r['psnr_grey']:.2f} | {r['psnr_white']:.2f} | {r['seconds']} |", flush=True)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"loads": loads, "recon": recons, "overrides": args.overrides}, fh, indent=1)
+        from io_utils import save_json
+
+        save_json(args.json, {"loads": loads, "recon": recons, "overrides": args.overrides})
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

@@ -1,6 +1,6 @@
 """Benchmark the Gaussians-to-textured-mesh export on this machine.
 
-    python scripts/bench_mesh.py [--json out.json]
+    python benchmarks/bench_mesh.py [--json out.json]
 
 Times the density query (128^3 and 256^3 grids, 10k and 50k Gaussians), marching cubes,
 cleanup + decimation, xatlas unwrap, back-projection and one 512x512 mesh-render forward+backward,
@@ -17,14 +17,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 import torch  # noqa: E402
 
 from cameras import Camera  # noqa: E402
 from config import load_config  # noqa: E402
+from gaussians import sphere_of_gaussians  # noqa: E402
 from gs_renderer import render  # noqa: E402
-from helpers import sphere_of_gaussians  # noqa: E402
 from mesh_renderer import render_mesh  # noqa: E402
 from mesh_utils import clean_mesh, decimate, density_grid, gaussians_to_mesh, marching_cubes, unwrap_uv  # noqa: E402
 
@@ -93,12 +92,12 @@ def main():
         extra = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("stage", "seconds"))
         print(f"| {r['stage']} | {r['seconds']:.3f} | {extra} |")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": machine, "results": rows}, fh, indent=1)
+        from io_utils import save_json
+
+        save_json(args.json, {"machine": machine, "results": rows})
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

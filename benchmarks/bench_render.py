@@ -1,7 +1,7 @@
 """Benchmark the Gaussian rasterizer backends: forward and forward+backward time, peak memory.
 
-    python scripts/bench_render.py                      # torch backend, default grid
-    python scripts/bench_render.py --backends torch gsplat --sizes 256 512 --counts 10000
+    python benchmarks/bench_render.py                      # torch backend, default grid
+    python benchmarks/bench_render.py --backends torch gsplat --sizes 256 512 --counts 10000
 
 Scene: ``num`` Gaussians initialised as in training (uniform in a ball of radius 0.5, scales
 from 3-NN distances) with opacity ``--opacity``, seen from distance 2 with fovy 49.1. Each case
@@ -133,12 +133,12 @@ def main():
         print(f"| {r['backend']} | {r['device']} | {r['size']} | {r['gaussians']} | {r['fwd_median_s']:.3f} "
               f"| {r['fwd_bwd_median_s']:.3f} | {r['peak_mem_mib']:.0f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "results": results}, f, indent=1)
+        from io_utils import save_json
+
+        save_json(args.json, {"machine": machine, "results": results})
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

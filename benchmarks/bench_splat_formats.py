@@ -1,7 +1,7 @@
 """Splat formats side by side: size, write and read time, and what each loses, on one set of Gaussians.
 
     python main.py --config configs/recon.yaml input=data/spot/spot_triangulated.obj save_path=spot
-    python scripts/bench_splat_formats.py logs/spot_model.ply --json bench_results/splat_formats_cpu.json
+    python benchmarks/bench_splat_formats.py logs/spot_model.ply --json bench_results/splat_formats_cpu.json
 
 For each format GaussianModel writes (.ply, .compressed.ply, .spz, .sog, .glb, .splat) the input is
 written and read back; reported: file size (bytes per Gaussian), write and read seconds, the
@@ -37,23 +37,23 @@ def renders(model, cams) -> list:
 
 
 def main(argv=None):
-    from cli import COUNT, NONNEG_INT
+    from cli import COUNT_ARG, NONNEG_INT_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ply", help="the Gaussians to measure with (any readable splat file)")
-    ap.add_argument("--views", type=COUNT, default=8)
-    ap.add_argument("--resolution", type=COUNT, default=256)
+    ap.add_argument("--views", type=COUNT_ARG, default=8)
+    ap.add_argument("--resolution", type=COUNT_ARG, default=256)
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=NONNEG_INT_ARG, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     from io_utils import require_file
 
     require_file(args.ply, "splat file")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from eval_recon import psnr
+    from metrics import psnr
     from gaussians import GaussianModel
-    from views import orbit_cameras
+    from posed_views import orbit_cameras
 
     src = GaussianModel.load(args.ply)
     src.check()

@@ -1,7 +1,7 @@
 """Does stage 2 improve the texture when its targets are right? Measured with the oracle Zero123
-(scripts/toy_oracle.py) on held-out toy objects, separating what the VAE does from what stage 2 does.
+(toy/oracle.py) on held-out toy objects, separating what the VAE does from what stage 2 does.
 
-    python scripts/bench_stage2.py --seeds 100000 100001 100002 --json bench_results/stage2_oracle.json
+    python benchmarks/bench_stage2.py --seeds 100000 100001 100002 --json bench_results/stage2_oracle.json
 
 For each object one oracle stage 1 per export setting (configs/toy.yaml; the reference's 1024 px
 texture baked at 512 px for the reference's stage 2), then stage 2 under each setting of VARIANTS,
@@ -27,9 +27,8 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-import toy_objects  # noqa: E402
+from toy import objects as toy_objects  # noqa: E402
 
 REFERENCE_EXPORT = ("texture_size=1024", "bake_resolution=512")  # the reference's coarse-mesh texture
 REFERENCE_REFINE = ("refine_resolution=512", "iters_refine=50", "refine_inference_steps=50", "texture_lr=0.2")
@@ -48,9 +47,9 @@ VARIANTS = {
 def vae_ceiling(model: str, seed: int) -> dict:
     """PSNR / SSIM of the VAE round trip of the ground truth (at the prior's resolution, upsampled
     to bench_toy's view size) against the ground truth, at bench_toy's 8 views."""
-    from bench_toy import IOU_AZIMUTHS, VIEW_RESOLUTION
+    from toy.runs import IOU_AZIMUTHS, VIEW_RESOLUTION
     from cameras import Camera
-    from eval_recon import psnr, ssim
+    from metrics import psnr, ssim
     from guidance.zero123 import Zero123Guidance
 
     g = Zero123Guidance(model)
@@ -62,10 +61,10 @@ def vae_ceiling(model: str, seed: int) -> dict:
 
 
 def bench_object(seed, model, config, work, variants, log) -> dict:
-    from bench_toy import colour_metrics, run_stages
+    from toy.runs import colour_metrics, run_stages
     from config import load_config
     from mesh import Mesh
-    from toy_oracle import oracle_builder
+    from toy.oracle import oracle_builder
     from trainer import Context, Stage2
 
     png, _ = toy_objects.write_example(seed, os.path.join(work, "inputs"))
@@ -139,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
-    from bench_toy import check_seeds_and_model
+    from toy.runs import check_seeds_and_model
 
     check_seeds_and_model(args.seeds, args.model)
     if args.threads:

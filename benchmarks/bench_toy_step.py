@@ -1,8 +1,8 @@
-"""Cost of one training step of the toy prior's UNet (train_toy_prior.UNET_CONFIG) on this machine:
+"""Cost of one training step of the toy prior's UNet (toy.prior.UNET_CONFIG) on this machine:
 is it overhead-bound (a bigger batch nearly free) or compute-bound (time linear in the batch)? And
 do the usual CPU speed-ups help?
 
-    python scripts/bench_toy_step.py --batches 64 128 256 512 --threads 2 [--compile] --json out.json
+    python benchmarks/bench_toy_step.py --batches 64 128 256 512 --threads 2 [--compile] --json out.json
 
 Per row: the mean wall time of a forward + backward + AdamW step on random inputs (8x8 latents,
 8 input channels, one cross-attention token), after warm-up steps. Variants at the first batch
@@ -20,13 +20,12 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 
 def step_seconds(unet, batch: int, steps: int, warmup: int = 2, channels_last: bool = False) -> float:
     import torch.nn.functional as F
 
-    from train_toy_prior import UNET_CONFIG
+    from toy.prior import UNET_CONFIG
 
     g = torch.Generator().manual_seed(0)
     size, emb = UNET_CONFIG["sample_size"], UNET_CONFIG["cross_attention_dim"]
@@ -49,13 +48,13 @@ def step_seconds(unet, batch: int, steps: int, warmup: int = 2, channels_last: b
 
 
 def main(argv=None):
-    from cli import COUNT, NONNEG_INT
+    from cli import COUNT_ARG, NONNEG_INT_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", type=COUNT, nargs="+", default=[64, 128, 256, 512])
-    ap.add_argument("--steps", type=COUNT, default=4, help="timed steps per row (after 2 warm-up steps)")
+    ap.add_argument("--batches", type=COUNT_ARG, nargs="+", default=[64, 128, 256, 512])
+    ap.add_argument("--steps", type=COUNT_ARG, default=4, help="timed steps per row (after 2 warm-up steps)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
-    ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=NONNEG_INT_ARG, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
     if args.threads:
@@ -63,7 +62,7 @@ def main(argv=None):
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor
 
-    from train_toy_prior import UNET_CONFIG
+    from toy.prior import UNET_CONFIG
 
     def fresh():
         torch.manual_seed(0)

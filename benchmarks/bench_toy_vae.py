@@ -1,14 +1,14 @@
 """Which VAE for the toy prior? Learning curves of candidate VAEs on the toy renders: the round trip
 of held-out renders (the ceiling of every target the prior can give) against training time.
 
-    python scripts/bench_toy_vae.py --data logs/toy_prior_work/data.pt --steps 2000 --eval-every 250 \
+    python benchmarks/bench_toy_vae.py --data logs/toy_prior_work/data.pt --steps 2000 --eval-every 250 \
         --variants shipped wide latent16 --json bench_results/toy_vae_cpu.json
 
-Each variant is an AutoencoderKL trained exactly as train_toy_prior.py trains the shipped one
+Each variant is an AutoencoderKL trained exactly as toy/train_prior.py trains the shipped one
 (same loss, learning rate, batch, schedule, initial posterior) on the same renders (``--data``:
-train_toy_prior's data.pt; else ``--objects`` x ``--views`` rendered anew), evaluated every
+toy/train_prior.py's data.pt; else ``--objects`` x ``--views`` rendered anew), evaluated every
 ``--eval-every`` steps: PSNR / SSIM of the round trip (posterior mean, decoded) of ``--eval-objects``
-held-out objects x 4 views at 64 px (eval_toy_prior.vae_roundtrip), with the seconds of training so
+held-out objects x 4 views at 64 px (toy.evaluation.vae_roundtrip), with the seconds of training so
 far (1 or 2 threads: compare variants measured in one run). The latent size sets the UNet's cost:
 ``latent16`` has 16x16 latents, 4x the positions of the shipped 8x8.
 """
@@ -23,12 +23,11 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from train_toy_prior import VAE_CONFIG  # noqa: E402
+from toy.prior import VAE_CONFIG  # noqa: E402
 
 SHIPPED_VAE = os.path.join(ROOT, "models", "toy-zero123", "vae")
-# name -> changes to train_toy_prior.VAE_CONFIG; keys starting with "_" are not config:
+# name -> changes to toy.prior.VAE_CONFIG; keys starting with "_" are not config:
 # "_init" a VAE folder to start from, "_part" what trains ("all" or "decoder"), "_lr" its learning rate
 VARIANTS = {
     "shipped": {},  # (8, 16, 32, 64): 64 px -> 8x8x4, 0.65 M parameters
@@ -45,7 +44,7 @@ VARIANTS = {
 
 
 def build_vae(changes: dict, seed: int = 0):
-    """An AutoencoderKL of VAE_CONFIG with ``changes``, initialised as train_toy_prior.build_models
+    """An AutoencoderKL of VAE_CONFIG with ``changes``, initialised as toy.prior.build_models
     does, or loaded from ``changes["_init"]``."""
     from diffusers import AutoencoderKL
 
@@ -64,8 +63,8 @@ def build_vae(changes: dict, seed: int = 0):
 
 
 def curve(name, changes, images, args) -> dict:
-    from eval_toy_prior import autoencode, vae_roundtrip
-    from train_toy_prior import RESOLUTION, train_vae
+    from toy.evaluation import autoencode, vae_roundtrip
+    from toy.prior import RESOLUTION, train_vae
 
     vae = build_vae(changes, args.seed)
     work = os.path.join(args.work, name)
@@ -93,30 +92,30 @@ def curve(name, changes, images, args) -> dict:
 
 
 def main(argv=None):
-    from cli import COUNT, NONNEG_INT, POSITIVE
+    from cli import COUNT_ARG, NONNEG_INT_ARG, POSITIVE_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="train_toy_prior's data.pt (renders of the training objects)")
-    ap.add_argument("--objects", type=COUNT, default=1000, help="without --data: training objects to render")
-    ap.add_argument("--views", type=COUNT, default=10, help="without --data: renders per object")
+    ap.add_argument("--data", help="toy/train_prior.py's data.pt (renders of the training objects)")
+    ap.add_argument("--objects", type=COUNT_ARG, default=1000, help="without --data: training objects to render")
+    ap.add_argument("--views", type=COUNT_ARG, default=10, help="without --data: renders per object")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--steps", type=COUNT, default=2000, help="training steps (cosine schedule over them)")
-    ap.add_argument("--eval-every", type=COUNT, default=250)
-    ap.add_argument("--eval-objects", type=COUNT, default=8, help="held-out objects (x 4 views) per evaluation")
-    ap.add_argument("--batch", type=COUNT, default=32)
-    ap.add_argument("--lr", type=POSITIVE, default=2e-3)
-    ap.add_argument("--seed", type=NONNEG_INT, default=0)
+    ap.add_argument("--steps", type=COUNT_ARG, default=2000, help="training steps (cosine schedule over them)")
+    ap.add_argument("--eval-every", type=COUNT_ARG, default=250)
+    ap.add_argument("--eval-objects", type=COUNT_ARG, default=8, help="held-out objects (x 4 views) per evaluation")
+    ap.add_argument("--batch", type=COUNT_ARG, default=32)
+    ap.add_argument("--lr", type=POSITIVE_ARG, default=2e-3)
+    ap.add_argument("--seed", type=NONNEG_INT_ARG, default=0)
     ap.add_argument("--work", default=os.path.join(ROOT, "logs", "bench_toy_vae"), help="checkpoints (resumable)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--save", help="save each trained VAE here (a diffusers folder per variant)")
     ap.add_argument("--init", help="start the variants that start from a trained VAE (ft_decoder, continued) from this "
                     "VAE folder instead of the shipped one (e.g. a --save of an earlier run: a longer fine-tune)")
-    ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=NONNEG_INT_ARG, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from guidance.loading import quiet_libraries
-    from train_toy_prior import make_data
+    from toy.prior import make_data
 
     quiet_libraries()
     os.makedirs(args.work, exist_ok=True)

@@ -2,7 +2,7 @@
 reconstruction without the viewer, with the viewer and nobody watching, and with one headless
 Chromium watching (Debian's chromium + chromium-driver, through Selenium).
 
-    python scripts/bench_viewer.py [--steps 60] [--json bench_results/viewer_cpu.json] [key=value ...]
+    python benchmarks/bench_viewer.py [--steps 60] [--json bench_results/viewer_cpu.json] [key=value ...]
 
 Every row starts from the same fresh stage (same seed, same trajectory). On a 2-core machine the
 watching browser itself (software WebGL) competes with training for the cores; the row "browser
@@ -11,7 +11,6 @@ open on an empty page" measures that share alone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -129,15 +128,15 @@ def main(argv=None):
         print(f"| {k} | {v:.2f} | {100 * v / base:.0f} % |")
     print(f"\nwhile watched: {renders} live renders, {render_s:.1f} s of {wall:.1f} s wall ({100 * render_s / wall:.0f} %)")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "renders": renders, "render_seconds": render_s, "wall": wall, "pinned": pinned,
-                       "overrides": args.overrides}, fh, indent=1)
+        from io_utils import save_json
+
+        save_json(args.json, {"rows": rows, "renders": renders, "render_seconds": render_s, "wall": wall,
+                              "pinned": pinned, "overrides": args.overrides})
     shutil.rmtree(out, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from guidance import Guidance
+from guidance.base import Guidance
 from guidance.loading import quiet_libraries
 
 

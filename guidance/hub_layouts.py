@@ -13,19 +13,14 @@ architecture (random weights) for benchmarks and scripts/gpu_check.py.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
+from io_utils import save_json
+
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
-def _write_json(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump(data, fh, indent=2)
 
 
 def _save_weights(sd: dict, folder: str, stem: str, fmt: str):
@@ -136,13 +131,13 @@ def legacy_vae_attention_names(sd: dict) -> dict:
 def _write_vae(path, size, fmt, legacy=False):
     cfg = vae_config(size)
     sd = _diffusers_state_dict("AutoencoderKL", cfg)
-    _write_json(os.path.join(path, "vae", "config.json"), cfg)
+    save_json(os.path.join(path, "vae", "config.json"), cfg)
     _save_weights(legacy_vae_attention_names(sd) if legacy else sd, os.path.join(path, "vae"),
                   "diffusion_pytorch_model", fmt)
 
 
 def _write_unet(path, cfg, fmt):
-    _write_json(os.path.join(path, "unet", "config.json"), cfg)
+    save_json(os.path.join(path, "unet", "config.json"), cfg)
     _save_weights(_diffusers_state_dict("UNet2DConditionModel", cfg), os.path.join(path, "unet"),
                   "diffusion_pytorch_model", fmt)
 
@@ -154,9 +149,9 @@ def _write_clip_vision(path, size, fmt):
     sd = dict(CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg)).state_dict())
     n_pos = (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
     sd["vision_model.embeddings.position_ids"] = torch.arange(n_pos)[None]  # older exports saved this buffer
-    _write_json(os.path.join(path, "image_encoder", "config.json"), cfg)
+    save_json(os.path.join(path, "image_encoder", "config.json"), cfg)
     _save_weights(sd, os.path.join(path, "image_encoder"), "model", fmt)
-    _write_json(os.path.join(path, "feature_extractor", "preprocessor_config.json"), clip_image_processor_config(size))
+    save_json(os.path.join(path, "feature_extractor", "preprocessor_config.json"), clip_image_processor_config(size))
 
 
 def _write_projection(path, layout, emb, fmt, generator):
@@ -164,15 +159,15 @@ def _write_projection(path, layout, emb, fmt, generator):
     w = torch.randn(emb, emb + 4, generator=generator) * (emb + 4) ** -0.5
     b = torch.randn(emb, generator=generator) * 0.01
     if layout == "ashawkey":
-        _write_json(os.path.join(path, "clip_camera_projection", "config.json"),
-                    {"_class_name": "CLIPCameraProjection", "_diffusers_version": "0.19.0", "embedding_dim": emb,
-                     "additional_embeddings": 4})
+        save_json(os.path.join(path, "clip_camera_projection", "config.json"),
+                  {"_class_name": "CLIPCameraProjection", "_diffusers_version": "0.19.0", "embedding_dim": emb,
+                   "additional_embeddings": 4})
         _save_weights({"proj.weight": w, "proj.bias": b}, os.path.join(path, "clip_camera_projection"),
                       "diffusion_pytorch_model", fmt)
     else:
-        _write_json(os.path.join(path, "cc_projection", "config.json"),
-                    {"_class_name": "CCProjection", "_diffusers_version": "0.16.0", "in_channel": emb + 4,
-                     "out_channel": emb})
+        save_json(os.path.join(path, "cc_projection", "config.json"),
+                  {"_class_name": "CCProjection", "_diffusers_version": "0.16.0", "in_channel": emb + 4,
+                   "out_channel": emb})
         _save_weights({"projection.weight": w, "projection.bias": b}, os.path.join(path, "cc_projection"),
                       "diffusion_pytorch_model", fmt)
 
@@ -186,7 +181,7 @@ def build_zero123(path, layout="ashawkey", fmt="safetensors", size="tiny", seed=
     _write_unet(path, zero123_unet_config(size), fmt)
     _write_clip_vision(path, size, fmt)
     _write_projection(path, layout, clip_vision_config(size)["projection_dim"], fmt, g)
-    _write_json(os.path.join(path, "scheduler", "scheduler_config.json"), ddim_config())
+    save_json(os.path.join(path, "scheduler", "scheduler_config.json"), ddim_config())
     index = {"_class_name": "Zero123Pipeline", "_diffusers_version": "0.19.0.dev0",
              "feature_extractor": ["transformers", "CLIPImageProcessor"],
              "image_encoder": ["transformers", "CLIPVisionModelWithProjection"], "requires_safety_checker": False,
@@ -196,7 +191,7 @@ def build_zero123(path, layout="ashawkey", fmt="safetensors", size="tiny", seed=
         index["clip_camera_projection"] = ["zero123", "CLIPCameraProjection"]
     else:
         index.update(_class_name="Zero1to3StableDiffusionPipeline", cc_projection=["pipeline_zero1to3", "CCProjection"])
-    _write_json(os.path.join(path, "model_index.json"), index)
+    save_json(os.path.join(path, "model_index.json"), index)
     return path
 
 
@@ -223,15 +218,15 @@ def write_clip_tokenizer(folder) -> int:
     """tokenizer/ of stable-diffusion-2-1-base's form (vocab.json, merges.txt, tokenizer_config.json,
     special_tokens_map.json), with a byte-level vocabulary. Returns the vocabulary size."""
     vocab = byte_level_vocab()
-    _write_json(os.path.join(folder, "vocab.json"), vocab)
+    save_json(os.path.join(folder, "vocab.json"), vocab)
     with open(os.path.join(folder, "merges.txt"), "w") as fh:
         fh.write("#version: 0.2\n")
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "!",
                "unk_token": "<|endoftext|>"}
-    _write_json(os.path.join(folder, "special_tokens_map.json"), special)
-    _write_json(os.path.join(folder, "tokenizer_config.json"),
-                {"add_prefix_space": False, "do_lower_case": True, "errors": "replace", "model_max_length": 77,
-                 "tokenizer_class": "CLIPTokenizer", **special})
+    save_json(os.path.join(folder, "special_tokens_map.json"), special)
+    save_json(os.path.join(folder, "tokenizer_config.json"),
+              {"add_prefix_space": False, "do_lower_case": True, "errors": "replace", "model_max_length": 77,
+               "tokenizer_class": "CLIPTokenizer", **special})
     return len(vocab)
 
 
@@ -261,11 +256,11 @@ def build_sd(path, fmt="safetensors", size="tiny", seed=0):
     sd = {(k if k.startswith("text_model.") else "text_model." + k): v
           for k, v in CLIPTextModel(CLIPTextConfig(**cfg)).state_dict().items()}
     sd["text_model.embeddings.position_ids"] = torch.arange(77)[None]
-    _write_json(os.path.join(path, "text_encoder", "config.json"), cfg)
+    save_json(os.path.join(path, "text_encoder", "config.json"), cfg)
     _save_weights(sd, os.path.join(path, "text_encoder"), "model", fmt)
-    _write_json(os.path.join(path, "scheduler", "scheduler_config.json"), pndm_config())
-    _write_json(os.path.join(path, "feature_extractor", "preprocessor_config.json"), clip_image_processor_config("full"))
-    _write_json(os.path.join(path, "model_index.json"),
+    save_json(os.path.join(path, "scheduler", "scheduler_config.json"), pndm_config())
+    save_json(os.path.join(path, "feature_extractor", "preprocessor_config.json"), clip_image_processor_config("full"))
+    save_json(os.path.join(path, "model_index.json"),
                 {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.10.0.dev0",
                  "feature_extractor": ["transformers", "CLIPImageProcessor"], "requires_safety_checker": False,
                  "safety_checker": [None, None], "scheduler": ["diffusers", "PNDMScheduler"],

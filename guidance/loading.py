@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from guidance import ModelNotFoundError
+from guidance.base import ModelNotFoundError
 
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model", "pytorch_model")
 

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from cameras import View
-from guidance import Guidance
+from guidance.base import Guidance
 
 
-class ViewGuidance(Guidance):
+class ReconGuidance(Guidance):
     """MSE to the posed view each render was made from (composited on the render's background).
     ``refine`` returns those targets, so stage 2 fits the texture to the views directly."""
 

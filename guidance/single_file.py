@@ -32,7 +32,7 @@ import re
 
 import torch
 
-from guidance import ModelNotFoundError
+from guidance.base import ModelNotFoundError
 from guidance.loading import (ModelLoadError, _looks_like_path, download_command, from_hub, quiet_libraries,
                               resolve_folder)
 

@@ -11,7 +11,7 @@ Two published folder layouts load (detected from the folder's own files, see ``l
 * the zero1to3 community layout (kxic's conversion): the same, with cc_projection/ (``CCProjection``:
   config ``in_channel`` 772 and ``out_channel`` 768, weights ``projection.weight`` / ``projection.bias``).
 
-Camera embedding of a target view relative to the input view (angles in degrees):
+Relative camera T of a target view to its input view (``relative_camera``; angles in degrees):
   Zero123:        [rad(d_elevation), sin(rad(d_azimuth)), cos(rad(d_azimuth)), d_radius]
   Stable-Zero123: [rad(d_elevation), sin(rad(d_azimuth)), cos(rad(d_azimuth)), rad(90 + input elevation)]
 """
@@ -98,8 +98,8 @@ def checkpoint_resolution(folder: str, what: str, default: int = 256) -> int:
     return size
 
 
-def camera_embedding(d_elevation, d_azimuth, d_radius, input_elevation, stable: bool) -> torch.Tensor:
-    """[B, 4] camera embeddings (see module docstring); ``input_elevation``: one for all rows, or one
+def relative_camera(d_elevation, d_azimuth, d_radius, input_elevation, stable: bool) -> torch.Tensor:
+    """[B, 4] relative cameras T (see module docstring); ``input_elevation``: one for all rows, or one
     per row (each view relative to its own input view)."""
     rows = []
     if not isinstance(input_elevation, (list, tuple)):
@@ -223,14 +223,14 @@ class Zero123Guidance(DiffusionGuidance):
         return out
 
     def camera_T(self, views, index=None) -> torch.Tensor:
-        """[B, 4] camera embeddings of ``views`` relative to input views ``index`` (one per view;
+        """[B, 4] relative cameras T of ``views`` to input views ``index`` (one per view;
         default each view's nearest, ``nearest_input``), as fed to the UNet."""
         if self.embeddings is None:
             raise RuntimeError("Zero123Guidance.prepare(image=...) must be called before use")
         r0 = self.input_radius if self.input_radius is not None else (views[0].radius or 0.0)
         index = self.nearest_input(views) if index is None else index
         ref = [self.input_angles[k] for k in index]
-        return camera_embedding([v.elevation - el for v, (_, el) in zip(views, ref)],
+        return relative_camera([v.elevation - el for v, (_, el) in zip(views, ref)],
                                 [v.azimuth - az for v, (az, _) in zip(views, ref)],
                                 [(v.radius or r0) - r0 for v in views], [el for _, el in ref], self.stable)
 

@@ -7,13 +7,13 @@
    recorded (a machine without network records the failure and goes on).
 2. The CUDA parity tests: ``pytest tests/test_renderer.py -k cuda`` (torch vs gsplat / inria
    rasterizer: image, alpha, depth, gradients).
-3. The rasterizers side by side: ``scripts/bench_render.py`` over every installed backend.
+3. The rasterizers side by side: ``benchmarks/bench_render.py`` over every installed backend.
 4. The whole image pipeline at the reference's settings (configs/image.yaml: 500 stage-1 steps,
    mesh export, 50 stage-2 steps) with a full-size random-weight Zero123-XL written in the
    published ``ashawkey/zero123-xl-diffusers`` layout and loaded through the real loading path:
    seconds per stage (model load, training, mesh export, refinement) and peak GPU memory.
    Random weights cost what the trained ones do; the result is noise, so only times count.
-5. One SDS step and one 10-step refinement of each prior at full size (``scripts/bench_guidance.py``:
+5. One SDS step and one 10-step refinement of each prior at full size (``benchmarks/bench_guidance.py``:
    Zero123-XL, SD 2.1, MVDream and ImageDream, the last two from single-file checkpoints in the
    published key layout, converted on load), with the peak GPU memory of the run.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import shutil
@@ -34,7 +33,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from io_utils import load_json, save_json  # noqa: E402
 
 TINY = ["ref_size=64", "resolution_schedule=[32,64]", "resolution_milestones=[0.5]", "num_pts=500",
         "density_start_iter=2", "densification_interval=4", "mc_resolution=32", "mc_num_blocks=4",
@@ -67,7 +67,7 @@ def pipeline(device: str, tiny: bool, iters: int, iters_refine: int, workdir: st
     import torch
 
     from config import load_config
-    from hub_layouts import build_zero123
+    from guidance.hub_layouts import build_zero123
     from trainer import Stage1, Stage2
 
     model = os.path.join(workdir, "zero123-xl")
@@ -89,7 +89,7 @@ def pipeline(device: str, tiny: bool, iters: int, iters_refine: int, workdir: st
     r2 = Stage2(cfg, log=lambda *a: None).run()
     stage2_wall = time.perf_counter() - t
     peak2 = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    run = json.load(open(os.path.join(workdir, "luigi_run.json")))
+    run = load_json(os.path.join(workdir, "luigi_run.json"))
     return {
         "model": "tiny Zero123 (hub layout)" if tiny else "Zero123-XL size, random weights (hub layout)",
         "write_checkpoint_s": round(write_s, 1),
@@ -103,14 +103,14 @@ def pipeline(device: str, tiny: bool, iters: int, iters_refine: int, workdir: st
 
 
 def main():
-    from cli import COUNT, NONNEG_INT
+    from cli import COUNT_ARG, NONNEG_INT_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="tiny model and sizes (a smoke run of this script)")
-    ap.add_argument("--iters", type=COUNT, default=500)
-    ap.add_argument("--iters-refine", type=NONNEG_INT, default=50)
+    ap.add_argument("--iters", type=COUNT_ARG, default=500)
+    ap.add_argument("--iters-refine", type=NONNEG_INT_ARG, default=50)
     ap.add_argument("--skip-install", action="store_true", help="do not pip-install gsplat")
     ap.add_argument("--skip", nargs="*", default=[], choices=["parity", "render_bench", "pipeline", "guidance"])
     args = ap.parse_args()
@@ -132,9 +132,9 @@ def main():
                                 and importlib.util.find_spec({"gsplat": "gsplat", "inria": "diff_gaussian_rasterization"}[b])]
         bench_json = os.path.join(tempfile.gettempdir(), "gpu_check_render.json")
         sizes = ["--sizes", "128", "--counts", "1000", "--extra", "--reps", "1"] if args.tiny else []
-        r = sh([sys.executable, "scripts/bench_render.py", "--backends", *backends, "--device", args.device,
+        r = sh([sys.executable, "benchmarks/bench_render.py", "--backends", *backends, "--device", args.device,
                 "--json", bench_json, *sizes])
-        report["render_bench"] = json.load(open(bench_json)) if r["rc"] == 0 and os.path.isfile(bench_json) else r
+        report["render_bench"] = load_json(bench_json) if r["rc"] == 0 and os.path.isfile(bench_json) else r
     if "pipeline" not in args.skip:
         work = tempfile.mkdtemp(prefix="gpu_check_")
         try:
@@ -143,11 +143,10 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     if "guidance" not in args.skip:
         bench_json = os.path.join(tempfile.gettempdir(), "gpu_check_guidance.json")
-        r = sh([sys.executable, "scripts/bench_guidance.py", "--models", "zero123", "sd", "mvdream", "imagedream",
+        r = sh([sys.executable, "benchmarks/bench_guidance.py", "--models", "zero123", "sd", "mvdream", "imagedream",
                 "--device", args.device, "--json", bench_json, *(["--tiny", "--reps", "1"] if args.tiny else [])])
-        report["guidance_bench"] = json.load(open(bench_json)) if r["rc"] == 0 and os.path.isfile(bench_json) else r
-    with open(args.out, "w") as fh:
-        json.dump(report, fh, indent=1)
+        report["guidance_bench"] = load_json(bench_json) if r["rc"] == 0 and os.path.isfile(bench_json) else r
+    save_json(args.out, report)
     print(f"\nwrote {args.out}")
     if "parity_tests" in report:
         p = report["parity_tests"]
@@ -168,7 +167,6 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

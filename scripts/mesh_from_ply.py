@@ -9,6 +9,8 @@ overrides. The .ply is meshed in its own coordinates (for a recon run, where the
 in the normalised frame, pass ``--run logs/NAME_run.json`` to write the mesh in the input's
 coordinates as main.py does).
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -18,24 +20,6 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-def mesh_gaussians(ply: str, cfg):
-    """The mesh export of ``cfg``'s mesh keys on the Gaussians saved in ``ply``, without training
-    (their renders on white for the back-projection, as stage 1 bakes). Returns (mesh, timings,
-    stats) of mesh_utils.gaussians_to_mesh."""
-    from gaussians import GaussianModel
-    from gs_renderer import render
-    from mesh_utils import gaussians_to_mesh
-
-    g = GaussianModel.load(ply)
-
-    def render_fn(cam):
-        with torch.no_grad():
-            o = render(g, cam, (1.0, 1.0, 1.0), cfg.rasterizer, cfg.tile_size, cfg.chunk_size)
-        return o["image"], o["alpha"]
-
-    return gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
 
 
 def main(argv=None):
@@ -52,8 +36,10 @@ def main(argv=None):
     try:
         from config import load_config
 
+        from mesh_utils import mesh_from_file
+
         cfg = load_config(args.config, args.overrides)
-        mesh, times, stats = mesh_gaussians(args.ply, cfg)
+        mesh, times, stats = mesh_from_file(args.ply, cfg)
         if args.run:
             from trainer import read_run_json
 
@@ -70,7 +56,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

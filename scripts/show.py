@@ -2,8 +2,8 @@
 .spz, .sog, a splat .glb), meshes (.obj / .glb / any mesh trimesh reads) and runs
 (<name>_run.json: its summary, and its Gaussians and final mesh), side by side in one scene.
 
-    python scripts/view.py logs/cat_model.ply logs/cat.glb [--port 8080] [--host 127.0.0.1]
-    python scripts/view.py logs/cat_run.json logs/dog_run.json
+    python scripts/show.py logs/cat_model.ply logs/cat.glb [--port 8080] [--host 127.0.0.1]
+    python scripts/show.py logs/cat_run.json logs/dog_run.json
 
 Each item sits in its own slot along x, with a label and a checkbox that shows or hides it.
 Ctrl-C stops the server.
@@ -25,12 +25,12 @@ def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C
 
 
 def main(argv=None):
-    from cli import PORT
+    from cli import PORT_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="Gaussians (any splat format), meshes, or <name>_run.json files")
     ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
-    ap.add_argument("--port", type=PORT, default=8080)
+    ap.add_argument("--port", type=PORT_ARG, default=8080)
     args = ap.parse_args(argv)
     from cli import error_line, user_errors
     from viewer import OutputViewer
@@ -57,7 +57,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminate)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

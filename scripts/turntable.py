@@ -16,16 +16,16 @@ from mesh_renderer import turntable  # noqa: E402
 
 
 def main(argv=None):
-    from cli import COUNT, ELEVATION
+    from cli import COUNT_ARG, ELEVATION_ARG
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mesh")
     ap.add_argument("--out", help=".mp4 or .gif (default: <mesh>_turntable.gif)")
-    ap.add_argument("--frames", type=COUNT, default=60)
-    ap.add_argument("--size", type=COUNT, default=512)
-    ap.add_argument("--elevation", type=ELEVATION, default=-15.0)
-    ap.add_argument("--fps", type=COUNT, default=30)
-    ap.add_argument("--grid", type=COUNT, default=8, help="views in the grid .png")
+    ap.add_argument("--frames", type=COUNT_ARG, default=60)
+    ap.add_argument("--size", type=COUNT_ARG, default=512)
+    ap.add_argument("--elevation", type=ELEVATION_ARG, default=-15.0)
+    ap.add_argument("--fps", type=COUNT_ARG, default=30)
+    ap.add_argument("--grid", type=COUNT_ARG, default=8, help="views in the grid .png")
     args = ap.parse_args(argv)
     out = args.out or os.path.splitext(args.mesh)[0] + "_turntable.gif"
     if os.path.splitext(out)[1].lower() not in (".gif", ".mp4"):
@@ -47,7 +47,7 @@ def main(argv=None):
     import imageio.v2 as imageio
 
     from io_utils import atomic_write
-    from outputs import OutputError
+    from io_utils import OutputError
 
     if out.lower().endswith(".mp4"):
         try:
@@ -70,7 +70,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from cli import guarded
 
     sys.exit(guarded(main))

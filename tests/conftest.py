@@ -18,7 +18,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (the README's command):
 @pytest.fixture(scope="session")
 def zero123_path(tmp_path_factory):
     """ashawkey/zero123-xl-diffusers layout, safetensors (the configs' default)."""
-    from hub_layouts import build_zero123
+    from guidance.hub_layouts import build_zero123
 
     return build_zero123(str(tmp_path_factory.mktemp("zero123")))
 
@@ -26,7 +26,7 @@ def zero123_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def zero123_bin_path(tmp_path_factory):
     """The same layout as an older export: .bin weights, legacy VAE attention names."""
-    from hub_layouts import build_zero123
+    from guidance.hub_layouts import build_zero123
 
     return build_zero123(str(tmp_path_factory.mktemp("zero123_bin")), fmt="bin", seed=1)
 
@@ -34,13 +34,13 @@ def zero123_bin_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def zero123_community_path(tmp_path_factory):
     """kxic's zero1to3 conversion: cc_projection/ with CCProjection."""
-    from hub_layouts import build_zero123
+    from guidance.hub_layouts import build_zero123
 
     return build_zero123(str(tmp_path_factory.mktemp("zero123_cc")), layout="community", seed=2)
 
 
 @pytest.fixture(scope="session")
 def sd_path(tmp_path_factory):
-    from hub_layouts import build_sd
+    from guidance.hub_layouts import build_sd
 
     return build_sd(str(tmp_path_factory.mktemp("sd")))

@@ -1,5 +1,4 @@
 """Small scene builders and a command-line runner shared by the tests."""
-import math
 import os
 import subprocess
 import sys
@@ -25,24 +24,6 @@ def make_gaussians(n=20, seed=0, sh_degree=0, dtype=torch.float32, opacity_range
         sh0=rgb_to_sh(rgb)[:, None], shN=shN)
 
 
-def gaussians_at(means, scale=0.03, opacity=0.9):
-    """Isotropic grey Gaussians of one size and opacity at ``means`` [N, 3]."""
-    n = means.shape[0]
-    quats = torch.zeros(n, 4)
-    quats[:, 0] = 1
-    return GaussianModel(0).set_params(
-        means=means, scales=torch.full((n, 3), math.log(scale)), quats=quats,
-        opacities=torch.full((n,), float(inverse_sigmoid(torch.tensor(opacity)))),
-        sh0=rgb_to_sh(torch.full((n, 3), 0.7))[:, None], shN=torch.zeros(n, 0, 3))
-
-
-def sphere_of_gaussians(n=2000, radius=0.5, scale=0.03, opacity=0.9, seed=0):
-    """Isotropic Gaussians on a sphere surface (an analytic shape)."""
-    g = torch.Generator().manual_seed(seed)
-    d = torch.randn(n, 3, generator=g)
-    return gaussians_at(radius * d / d.norm(dim=1, keepdim=True), scale, opacity)
-
-
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing holds now."""
     import socket
@@ -59,3 +40,22 @@ def cli(*args, cwd=ROOT, timeout=300):
     """Run ``python *args`` in the repository (or ``cwd``), offline, capturing its output."""
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+# a small run: 64 px, a coarse mesh of a few thousand faces, short refinement (CPU seconds)
+SMALL = ["ref_size=64", "resolution_schedule=[32,64]", "resolution_milestones=[0.5]", "num_pts=800",
+         "density_start_iter=2", "densification_interval=4", "mc_resolution=32", "mc_num_blocks=4",
+         "texture_size=128", "bake_resolution=64", "bake_num_azimuth=4", "bake_elevations=[0]",
+         "decimate_target=3000", "refine_resolution=64", "refine_inference_steps=10", "quiet=true",
+         "rasterizer=torch", "mesh_renderer=torch", "device=cpu"]
+
+
+def run_both(cfg_name, overrides):
+    """Stage 1 then stage 2 of ``configs/<cfg_name>`` with ``overrides``, in this process."""
+    from config import load_config
+    from trainer import Stage1, Stage2
+
+    cfg = load_config(os.path.join(ROOT, "configs", cfg_name), overrides)
+    r1 = Stage1(cfg, log=lambda *a: None).run()
+    r2 = Stage2(cfg, log=lambda *a: None).run()
+    return cfg, r1, r2

@@ -8,16 +8,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
+import batches
 from helpers import free_port
+from io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "data", "meshes")
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-
-import batch  # noqa: E402
 
 SMALL = ["iters=10", "iters_refine=2", "recon_num_views=4", "ref_size=48", "num_pts=300", "mc_resolution=32",
          "mc_num_blocks=2", "texture_size=64", "bake_resolution=48", "bake_num_azimuth=2", "bake_elevations=[0]",
@@ -55,24 +55,24 @@ def outputs(outdir):
 # ------------------------------------------------------------------ inputs
 def test_manifests_txt_csv_prompts_and_globs(tmp_path):
     d = make_inputs(tmp_path / "in", bad=False)
-    (d / "with space.obj").write_text(open(os.path.join(CORPUS, "cube.OBJ")).read())
+    (d / "with space.obj").write_text(Path(os.path.join(CORPUS, "cube.OBJ")).read_text())
     (tmp_path / "list.txt").write_text("# recon inputs\nin/ico4uv.obj elevation=-10\n\"in/with space.obj\" save_path=cube\n")
-    jobs = batch.discover(str(tmp_path / "list.txt"), "recon")
+    jobs = batches.discover(str(tmp_path / "list.txt"), "recon")
     assert [(j["name"], os.path.basename(j["input"]), j["overrides"]) for j in jobs] == [
         ("ico4uv", "ico4uv.obj", ["elevation=-10"]), ("cube", "with space.obj", [])]
     (tmp_path / "list.csv").write_text("input,override\nin/rabbit.obj,iters=5\n")
-    assert [(j["name"], j["overrides"]) for j in batch.discover(str(tmp_path / "list.csv"), "recon")] == [
+    assert [(j["name"], j["overrides"]) for j in batches.discover(str(tmp_path / "list.csv"), "recon")] == [
         ("rabbit", ["iters=5"])]
     (tmp_path / "prompts.txt").write_text("a photo of an icecream\n\"a ghost, white\" elevation=0\n")
-    jobs = batch.discover(str(tmp_path / "prompts.txt"), "text")
+    jobs = batches.discover(str(tmp_path / "prompts.txt"), "text")
     assert [(j["name"], j["input"], j["overrides"]) for j in jobs] == [
         ("a_photo_of_an_icecream", "a photo of an icecream", []), ("a_ghost_white", "a ghost, white", ["elevation=0"])]
-    assert [j["name"] for j in batch.discover(str(d / "*.obj"), "recon")] == ["ico4uv", "rabbit", "with space"]
-    assert [j["name"] for j in batch.discover(str(d), "recon")] == ["ico4uv", "rabbit", "with space"]
+    assert [j["name"] for j in batches.discover(str(d / "*.obj"), "recon")] == ["ico4uv", "rabbit", "with space"]
+    assert [j["name"] for j in batches.discover(str(d), "recon")] == ["ico4uv", "rabbit", "with space"]
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     shutil.copy(os.path.join(ROOT, "data", "ghost_rgba.png"), imgs)
-    assert [j["name"] for j in batch.discover(str(imgs), "image")] == ["ghost"]
+    assert [j["name"] for j in batches.discover(str(imgs), "image")] == ["ghost"]
 
 
 @pytest.mark.parametrize("manifest,words", [
@@ -113,7 +113,7 @@ def test_local_timeout_stops_and_records_a_stuck_job(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     job = summary(out)["ico4uv"]
     assert job["status"] == "timeout" and job["attempts"] == 1 and "stopped after 4" in job["error"]
-    assert not batch.is_done(str(out), "ico4uv") and outputs(out) == []  # nothing that looks done
+    assert not batches.is_done(str(out), "ico4uv") and outputs(out) == []  # nothing that looks done
 
 
 # ------------------------------------------------------------------ Ray on a local instance
@@ -143,14 +143,14 @@ def test_ray_runs_every_job_retries_a_failure_and_matches_local(tmp_path, ray_he
     bad = jobs["obj_points"]
     assert bad["status"] == "failed" and bad["attempts"] == 2, bad  # retried by Ray, then recorded
     assert "no faces to render" in bad["error"] and "| obj_points | failed |" in r.stdout
-    assert batch.is_done(str(ray_out), "ico4uv") and not batch.is_done(str(ray_out), "obj_points")
+    assert batches.is_done(str(ray_out), "ico4uv") and not batches.is_done(str(ray_out), "obj_points")
     assert set(os.listdir(ray_out / ".partial")) == {"obj_points"}  # finished jobs leave no staging
     # the same batch through the local backend writes the same files with the same settings
     r = run_batch("--inputs", str(d), "--outdir", str(local_out), "--retries", "0")
     assert r.returncode == 1 and summary(local_out)["obj_points"]["attempts"] == 1
     assert outputs(ray_out) == outputs(local_out)
     for name in ("ico4uv", "rabbit"):
-        a, b = (json.load(open(o / f"{name}_run.json")) for o in (ray_out, local_out))
+        a, b = (load_json(o / f"{name}_run.json") for o in (ray_out, local_out))
         for stage in ("stage1", "stage2"):
             ca, cb = a[stage]["config"], b[stage]["config"]
             ca.pop("outdir"), cb.pop("outdir")
@@ -166,15 +166,15 @@ def test_a_killed_ray_run_resumes_without_redoing_finished_inputs(tmp_path, ray_
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT,
                             start_new_session=True)
     deadline = time.time() + 300
-    while not any(batch.is_done(str(out), n) for n in ("ico4uv", "rabbit")):  # one at a time: 2 CPUs per job
+    while not any(batches.is_done(str(out), n) for n in ("ico4uv", "rabbit")):  # one at a time: 2 CPUs per job
         assert proc.poll() is None and time.time() < deadline, "the batch ended before a job finished"
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    first = next(n for n in ("ico4uv", "rabbit") if batch.is_done(str(out), n))
+    first = next(n for n in ("ico4uv", "rabbit") if batches.is_done(str(out), n))
     second = ({"ico4uv", "rabbit"} - {first}).pop()
     stamp = os.path.getmtime(out / f"{first}_run.json")
-    assert not batch.is_done(str(out), second)  # the interrupted job looks unfinished
+    assert not batches.is_done(str(out), second)  # the interrupted job looks unfinished
     time.sleep(3)  # the orphaned stage notices its runner is gone (cli.exit_with_parent) and stops
     r = run_batch("--inputs", str(d), "--outdir", str(out), "--backend", "ray", "--address", ray_head)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -187,17 +187,17 @@ def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
     """--jobs 2: each job's torch gets half the cores (at least one), never all of them each."""
     d = make_inputs(tmp_path / "in", bad=False)
     out = tmp_path / "out"
-    env = {k: v for k, v in ENV.items() if k not in batch.THREAD_VARS}
+    env = {k: v for k, v in ENV.items() if k not in batches.THREAD_VARS}
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "batch.py"), "--config", RECON, "--quiet",
                         "--inputs", str(d), "--outdir", str(out), "--jobs", "2", *SMALL], capture_output=True,
                        text=True, timeout=600, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     share = max(1, (os.cpu_count() or 1) // 2)
-    assert json.load(open(out / "batch_summary.json"))["threads_per_job"] == share
+    assert load_json(out / "batch_summary.json")["threads_per_job"] == share
     for name in ("ico4uv", "rabbit"):
-        run = json.load(open(out / f"{name}_run.json"))
+        run = load_json(out / f"{name}_run.json")
         assert run["stage1"]["torch_threads"] == run["stage2"]["torch_threads"] == share
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert batch.thread_share(1) == (os.cpu_count() or 1) and batch.thread_share(64) == 1
+    assert batches.thread_share(1) == (os.cpu_count() or 1) and batches.thread_share(64) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert batch.thread_share(2) is None  # the user's own setting is kept
+    assert batches.thread_share(2) is None  # the user's own setting is kept

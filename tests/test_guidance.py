@@ -4,17 +4,20 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from cameras import Camera, View
-from guidance import ModelNotFoundError, build_guidance
+from guidance import build_guidance
+from guidance.base import ModelNotFoundError
 from guidance.loading import ModelLoadError, hub_patterns, read_state_dict, weight_files
 from guidance.sd import StableDiffusionGuidance, direction_of
-from guidance.zero123 import Zero123Guidance, camera_embedding
-from hub_layouts import CLIP_MEAN, CLIP_STD
+from guidance.hub_layouts import CLIP_MEAN, CLIP_STD
+from guidance.zero123 import Zero123Guidance, relative_camera
+from io_utils import load_json
 
 
 def views_at(elevations, azimuths, radius=2.0, size=64):
@@ -62,7 +65,7 @@ def test_every_published_zero123_layout_loads_its_own_weights(request, fixture, 
 
 def test_stable_diffusion_2_1_base_layout_loads(sd_path):
     g = StableDiffusionGuidance(sd_path, device="cpu")
-    sched = json.load(open(os.path.join(sd_path, "scheduler", "scheduler_config.json")))
+    sched = load_json(os.path.join(sd_path, "scheduler", "scheduler_config.json"))
     assert sched["_class_name"] == "PNDMScheduler"  # as published; DDIM is built from the same config
     torch.testing.assert_close(g.scheduler.alphas_cumprod.double(), reference_alphas_cumprod(), rtol=1e-6, atol=1e-7)
     te = read_state_dict(weight_files(sd_path, "text_encoder"))
@@ -138,13 +141,13 @@ def test_bin_weights_are_read_with_weights_only(zero123_bin_path, tmp_path):
 def test_the_layout_comes_from_the_folder_not_from_a_guess(zero123_path, tmp_path):
     p = _copy(zero123_path, tmp_path)
     cfg = os.path.join(p, "clip_camera_projection", "config.json")
-    json.dump({"_class_name": "SomethingElse", "embedding_dim": 32}, open(cfg, "w"))
+    Path(cfg).write_text(json.dumps({"_class_name": "SomethingElse", "embedding_dim": 32}))
     with pytest.raises(ModelLoadError, match="names class 'SomethingElse', expected 'CLIPCameraProjection'"):
         Zero123Guidance(p, device="cpu")
     shutil.rmtree(os.path.join(p, "clip_camera_projection"))
-    index = json.load(open(os.path.join(p, "model_index.json")))
+    index = load_json(os.path.join(p, "model_index.json"))
     del index["clip_camera_projection"]
-    json.dump(index, open(os.path.join(p, "model_index.json"), "w"))
+    Path(os.path.join(p, "model_index.json")).write_text(json.dumps(index))
     with pytest.raises(ModelLoadError, match="no camera projection"):
         Zero123Guidance(p, device="cpu")
 
@@ -152,7 +155,7 @@ def test_the_layout_comes_from_the_folder_not_from_a_guess(zero123_path, tmp_pat
 def test_a_v_prediction_model_is_refused(sd_path, tmp_path):
     p = _copy(sd_path, tmp_path)
     f = os.path.join(p, "scheduler", "scheduler_config.json")
-    json.dump({**json.load(open(f)), "prediction_type": "v_prediction"}, open(f, "w"))
+    Path(f).write_text(json.dumps({**load_json(f), "prediction_type": "v_prediction"}))
     with pytest.raises(ModelLoadError, match="v_prediction.*epsilon"):
         StableDiffusionGuidance(p, device="cpu")
 
@@ -214,17 +217,17 @@ def test_zero123_conditioning_is_a_vae_posterior_sample(z123):
 
 
 def test_camera_embeddings_match_hand_computed_values():
-    T = camera_embedding([-10.0, 30.0], [90.0, 180.0], [0.0, 0.5], input_elevation=-15.0, stable=False)
+    T = relative_camera([-10.0, 30.0], [90.0, 180.0], [0.0, 0.5], input_elevation=-15.0, stable=False)
     torch.testing.assert_close(T, torch.tensor([[math.radians(-10), 1.0, 0.0, 0.0],
                                                 [math.radians(30), 0.0, -1.0, 0.5]]), atol=1e-6, rtol=0)
-    S = camera_embedding([-10.0], [90.0], [0.0], input_elevation=-15.0, stable=True)
+    S = relative_camera([-10.0], [90.0], [0.0], input_elevation=-15.0, stable=True)
     torch.testing.assert_close(S, torch.tensor([[math.radians(-10), 1.0, 0.0, math.radians(75)]]), atol=1e-6, rtol=0)
 
 
 def test_zero123_uses_view_deltas(z123):
     """The conditioning is relative to the input view: elevation -10 is a delta of 0 here."""
     cc_same, _ = z123.conditioning(views_at([-10.0], [0.0]))
-    T = camera_embedding([0.0], [0.0], [0.0], -10.0, False).view(1, 1, 4)
+    T = relative_camera([0.0], [0.0], [0.0], -10.0, False).view(1, 1, 4)
     expected = z123.cc_projection(torch.cat([z123.embeddings[0][:, None], T], -1))
     torch.testing.assert_close(cc_same, expected)
 

@@ -1,19 +1,17 @@
 """Image mode from several pictures of one object (input=[...] input_azimuths=[...]): the checks made
 before any model loads, the shared recentring, the prior conditioned on the nearest input view, and
 both stages from two views of a held-out toy object."""
-import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-import toy_objects
+from toy import objects as toy_objects
 from cameras import Camera, View
 from helpers import ROOT, cli
+from io_utils import load_json
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 MODEL = os.path.join(ROOT, "models", "toy-zero123")
 SEED = 100003  # held out; its green arm sticks out to the right, the back differs from the front
@@ -142,13 +140,13 @@ def views_at(azimuths, elevation=10.0):
 def test_each_view_is_conditioned_on_its_nearest_input(two_view_guidance):
     """A view at azimuth 170 is conditioned on the back image with the camera 10 degrees from it;
     one at -60 on the front image; the UNet's inputs are that view's latents and embedding."""
-    from guidance.zero123 import camera_embedding
+    from guidance.zero123 import relative_camera
 
     g = two_view_guidance
     views = views_at([170.0, -60.0, 95.0])
     assert g.nearest_input(views) == [1, 0, 1]
     T = g.camera_T(views)
-    expected = camera_embedding([10.0, 10.0, 10.0], [-10.0, -60.0, -85.0], [0.0] * 3, 0.0, False)
+    expected = relative_camera([10.0, 10.0, 10.0], [-10.0, -60.0, -85.0], [0.0] * 3, 0.0, False)
     assert torch.allclose(T, expected, atol=1e-6)
     cc, lat = g.conditioning(views)
     clip, lats = g.embeddings
@@ -163,7 +161,7 @@ def test_blended_inputs_mix_the_two_nearest_predictions(two_view_guidance):
     view on an input is that input's prediction alone; off, the nearest alone (as before)."""
     import math
 
-    from guidance.zero123 import camera_embedding
+    from guidance.zero123 import relative_camera
 
     g = two_view_guidance
     views = views_at([30.0, 180.0], elevation=0.0)
@@ -188,8 +186,8 @@ def test_blended_inputs_mix_the_two_nearest_predictions(two_view_guidance):
         return g.unet(torch.cat([lat, c], 1), t, encoder_hidden_states=cc).sample
 
     with torch.no_grad():
-        front = unet(noisy, camera_embedding([0.0, 0.0], [30.0, 180.0], [0.0, 0.0], 0.0, False), 0)
-        back = unet(noisy, camera_embedding([0.0, 0.0], [-150.0, 0.0], [0.0, 0.0], 0.0, False), 1)
+        front = unet(noisy, relative_camera([0.0, 0.0], [30.0, 180.0], [0.0, 0.0], 0.0, False), 0)
+        back = unet(noisy, relative_camera([0.0, 0.0], [-150.0, 0.0], [0.0, 0.0], 0.0, False), 1)
         uncond = unet(noisy, None, None)
     mix = torch.stack([5 / 6 * front[0] + 1 / 6 * back[0], back[1]])
     expected = uncond + g.guidance_scale * (mix - uncond)
@@ -202,7 +200,7 @@ def test_blended_inputs_mix_the_two_nearest_predictions(two_view_guidance):
 def test_oracle_reads_views_relative_to_their_input_back_to_their_camera():
     """The oracle turns each embedding back into a camera from the input view it is relative to."""
     from inputs import load_input_views
-    from toy_oracle import OracleZero123
+    from toy.oracle import OracleZero123
 
     g = OracleZero123(MODEL, toy_objects.make_object(SEED), seed=0)
     loaded = load_input_views([view_png(0.0), view_png(90.0), view_png(180.0)], 64, do_recenter=False)
@@ -214,7 +212,7 @@ def test_oracle_reads_views_relative_to_their_input_back_to_their_camera():
         np.testing.assert_allclose(cam.c2w, v.camera.c2w, atol=1e-4)
 
 
-# Bounds from bench_multiview.py (BENCHMARKS.md, "Several input views"), this object, the prior shipped
+# Bounds from bench_input_views.py (BENCHMARKS.md, "Several input views"), this object, the prior shipped
 # since 2026-12-02 at toy.yaml's guidance_scale 1.5 with the hollow inside filled, stage 1, seeds 0-2
 # (bench_results/multiview_100003_gs15fill_cpu.json): one view (0) F-score@5% 0.717-0.791, mask IoU over
 # 8 views 0.595-0.620, PSNR at azimuth 270 (the side no input faces) 13.66-13.86 dB; two views (0, 180)
@@ -232,7 +230,7 @@ def test_two_views_both_stages_beat_one_view(tmp_path):
     """Both stages from the front and the back of a held-out toy object with the shipped prior: the
     geometry and the colours at the side no input faces beat what one view reaches (bounds above),
     stage 2 writes its mesh, run.json records each view with its hash and angle."""
-    from bench_toy import mesh_metrics, run_stages
+    from toy.runs import mesh_metrics, run_stages
     from mesh import Mesh
 
     a, b = view_png(0.0), view_png(180.0)
@@ -247,7 +245,7 @@ def test_two_views_both_stages_beat_one_view(tmp_path):
     assert m["iou"] >= IOU_MIN, m
     assert psnr_270 >= PSNR_270_MIN, m["psnr_per_view"]
     assert os.path.isfile(paths["fine"])
-    run = json.load(open(paths["run"]))
+    run = load_json(paths["run"])
     for stage in ("stage1", "stage2"):
         views = run[stage]["input"]["views"]
         assert [(v["path"], v["azimuth"], v["elevation"]) for v in views] == [(a, 0.0, 0.0), (b, 180.0, 0.0)]
@@ -259,7 +257,7 @@ def test_two_views_both_stages_beat_one_view(tmp_path):
 
 def test_demo_app_passes_extra_views_as_a_view_list(tmp_path):
     """The page's optional extra pictures become input=[...] with their azimuths; none: one image."""
-    from app import input_overrides, prepare_input
+    from demo import input_overrides, prepare_input
     from config import load_config
     from io_utils import load_image
 
@@ -269,23 +267,23 @@ def test_demo_app_passes_extra_views_as_a_view_list(tmp_path):
     assert list(cfg.input) == paths and list(cfg.input_azimuths) == [0.0, 180.0]
 
 
-def test_bench_multiview_unseen_azimuths_must_be_unseen(tmp_path):
+def test_bench_input_views_unseen_azimuths_must_be_unseen(tmp_path):
     """--unseen names the views scored as unseen; one that an input view faces is a one-line error
     before any run (90 is 90 degrees from 0 and 180, so unseen by the set 0,180; 180 is an input)."""
-    from bench_multiview import unseen_azimuths
+    from toy.view_sets import unseen_azimuths
 
     assert unseen_azimuths([[0.0, 180.0]]) == [90.0, 270.0]
     assert unseen_azimuths([[0.0], [0.0, 90.0, 180.0]]) == [270.0]
-    r = cli("scripts/bench_multiview.py", "--seeds", str(SEED), "--view-sets", "0,180", "--unseen", "90", "180",
+    r = cli("benchmarks/bench_input_views.py", "--seeds", str(SEED), "--view-sets", "0,180", "--unseen", "90", "180",
             "--work", str(tmp_path))
     assert r.returncode == 2 and "--unseen 180" in r.stderr and r.stderr.count("\n") == 1
     assert os.listdir(tmp_path) == []
 
 
-def test_bench_multiview_counts_the_five_metrics_and_reports_fscore_1_beside():
+def test_bench_input_views_counts_the_five_metrics_and_reports_fscore_1_beside():
     """"Beats on every metric" counts the issue's five (a tie at F-score@5 % 1.000 is no win);
     F-score@1 % is averaged and counted on its own, and a result file from before it has none."""
-    from bench_multiview import summarise, table
+    from toy.view_sets import summarise, table
 
     def row(chamfer, f5, f1, iou, psnr):
         return {"chamfer": chamfer, "fscore_5": f5, "fscore_1": f1, "iou": iou, "iou_unseen": iou, "psnr_unseen": psnr}

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from cameras import Camera
-from helpers import gaussians_at, make_gaussians, sphere_of_gaussians
+from gaussians import gaussians_at, sphere_of_gaussians
+from helpers import make_gaussians
 from mesh import Mesh, MeshFormatError
 from mesh_renderer import rasterize_torch, render_mesh
-from mesh_utils import (NoSurfaceError, bake_texture, bake_views, clean_mesh, decimate, density_brute, density_grid,
+from mesh_utils import (NoSurfaceError, bake_texture, bake_views, clean_mesh, decimate, density_grid,
                         close_with_ball, fill_interior, marching_cubes, unwrap_uv)
+from oracles import density_brute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPOT = os.path.join(ROOT, "data", "spot")

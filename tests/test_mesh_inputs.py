@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from cameras import Camera
 from mesh import Mesh, MeshFormatError, NEUTRAL_GREY
 from mesh_renderer import render_mesh
 from helpers import cli
+from io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "data", "meshes")
@@ -335,7 +335,7 @@ def test_an_uncoloured_mesh_is_grey_and_said_so_in_log_run_json_and_eval(tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     assert "warning: cube.OBJ: no texture, material colour or vertex colours; rendered in neutral grey" in r.stderr
     assert "warning:" not in r.stdout  # a user who redirects the output still sees warnings
-    run = json.load(open(tmp_path / "c_run.json"))
+    run = load_json(tmp_path / "c_run.json")
     assert any("neutral grey" in w for w in run["stage1"]["warnings"])
     r = cli("scripts/eval_recon.py", "--pred", str(tmp_path / "c_mesh.obj"), "--gt", path, "--views", "2",
             "--resolution", "48")
@@ -353,10 +353,8 @@ def test_short_reconstruction_reproduces_the_colours(tmp_path, name, psnr_min):
     """16 views at 96 px, 200 + 30 steps (about 25 s each). Measured here: capsule 19.9 dB
     (grey 14.6, white 8.5), BoxTextured 17.7 dB (grey 13.4, white 9.9): a texture lost on the
     way (the MeshLab bug) lands at the grey or white figure, far below the bound."""
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from eval_recon import evaluate
-    from test_pipeline import SMALL, run_both
+    from helpers import SMALL, run_both
+    from metrics import evaluate
 
     src = os.path.join(CORPUS, name)
     run_both("recon.yaml", SMALL + [f"input={src}", "save_path=x", f"outdir={tmp_path}", "iters=200", "ref_size=96",
@@ -376,7 +374,7 @@ def test_short_reconstruction_reproduces_the_colours(tmp_path, name, psnr_min):
 
 def test_a_ply_with_faces_is_a_mesh_input_and_a_3dgs_ply_is_gaussians(tmp_path):
     from helpers import make_gaussians
-    from views import is_gaussian_ply
+    from posed_views import is_gaussian_ply
 
     (tmp_path / "mesh.ply").write_text(ply_ascii(TETRA_V, TETRA_F))
     make_gaussians(10).save_ply(str(tmp_path / "splats.ply"))

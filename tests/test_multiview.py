@@ -3,7 +3,6 @@ code's module structure in ldm_layouts.py), loaded through the real path; the mu
 attention, the camera convention, SDS and both stages end to end."""
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 
 from cameras import Camera, OrbitSampler, View
 from helpers import cli
-from ldm_layouts import build_multiview, multiview_state_dict
+from guidance.ldm_layouts import build_multiview, multiview_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
@@ -24,7 +23,7 @@ SMALL = ["ref_size=64", "resolution_schedule=[64]", "resolution_milestones=[]", 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from hub_layouts import write_clip_tokenizer
+    from guidance.hub_layouts import write_clip_tokenizer
 
     folder = str(tmp_path_factory.mktemp("sd21") / "tokenizer")
     write_clip_tokenizer(folder)
@@ -168,7 +167,7 @@ def test_checkpoints_are_read_without_unpickling_objects(tmp_path, tokenizer):
 
 
 def test_a_missing_checkpoint_names_the_hub_repo_and_file(tmp_path, tokenizer):
-    from guidance import ModelNotFoundError
+    from guidance.base import ModelNotFoundError
     from guidance.mvdream import ImageDreamGuidance, MVDreamGuidance
 
     with pytest.raises(ModelNotFoundError, match=r"MVDream/MVDream.*sd-v2\.1-base-4view\.pt.*mvdream_model="):
@@ -584,8 +583,7 @@ def test_text_encoder_is_open_clip_penultimate_layer(mvdream):
 
 
 def test_demo_app_names_the_imagedream_file_to_download(tmp_path, imagedream_file):
-    sys.path.insert(0, ROOT)
-    from app import model_status
+    from demo import model_status
     from config import load_config
 
     cfg = load_config(os.path.join(ROOT, "configs", "imagedream.yaml"), ["save_path=x", f"imagedream_model={tmp_path}"])
@@ -635,7 +633,7 @@ def test_imagedream_image_prompt_pixels_are_truncated_as_to_pil_image():
     from types import SimpleNamespace
 
     from guidance.mvdream import ImageDreamGuidance
-    from hub_layouts import CLIP_MEAN, CLIP_STD
+    from guidance.hub_layouts import CLIP_MEAN, CLIP_STD
 
     g = ImageDreamGuidance.__new__(ImageDreamGuidance)
     g.image_encoder = SimpleNamespace(config=SimpleNamespace(image_size=8))

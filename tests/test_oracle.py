@@ -1,26 +1,24 @@
-"""The generative loop against a perfect prior (scripts/toy_oracle.py): Zero123's guidance with its
+"""The generative loop against a perfect prior (toy/oracle.py): Zero123's guidance with its
 denoiser replaced by one that knows the toy object. What the loop makes of it bounds what any prior
 can get from it, and a mirrored camera convention anywhere between the guidance's embedding and the
 exported mesh shows as the wrong object."""
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-import toy_objects
+from toy import objects as toy_objects
 from cameras import Camera, View, orbit_camera
 from helpers import ROOT
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))  # bench_toy, toy_oracle
 
 MODEL = os.path.join(ROOT, "models", "toy-zero123")
 SEED = 100003  # held out; its green arm sticks out to the right: left and right differ (mirrored silhouette IoU 0.54)
 EXAMPLE = os.path.join(ROOT, "data", "toy", f"toy_{SEED}_rgba.png")
 
-# Bounds from BENCHMARKS.md (scripts/bench_toy.py --runs oracle ... untrained --stage2 on this object,
+# Bounds from BENCHMARKS.md (benchmarks/bench_toy.py --runs oracle ... untrained --stage2 on this object,
 # 3 random seeds, mean ± std, the toy config's defaults since 2026-12-02: the hollow inside filled,
 # bench_results/toy_fill_full_cpu.json): oracle F-score@5% 0.943 ± 0.004, back-view IoU 0.792 ± 0.009,
 # back-view PSNR 19.21 ± 0.16 dB (stage 2 +0.08 dB, +0.0015 SSIM over stage 1); the untrained network
@@ -48,7 +46,7 @@ def test_camera_from_zero123_T_inverts_zero123_T():
 @pytest.fixture(scope="module")
 def oracle():
     from inputs import load_input_image
-    from toy_oracle import OracleZero123
+    from toy.oracle import OracleZero123
 
     g = OracleZero123(MODEL, toy_objects.make_object(SEED), seed=0)
     rgb, mask = load_input_image(EXAMPLE, g.image_size, do_recenter=False)
@@ -92,9 +90,9 @@ def test_oracle_denoiser_returns_the_noise_of_the_ground_truth(oracle):
 
 
 def oracle_run(tmp_path, mirror, stage2=True):
-    from bench_toy import colour_metrics, mesh_metrics, run_stages
+    from toy.runs import colour_metrics, mesh_metrics, run_stages
     from mesh import Mesh
-    from toy_oracle import oracle_builder
+    from toy.oracle import oracle_builder
 
     paths = run_stages(os.path.join(ROOT, "configs", "toy.yaml"),
                        [f"input={EXAMPLE}", "save_path=o", f"outdir={tmp_path}", f"guidance_model={MODEL}", "quiet=true",
@@ -132,7 +130,7 @@ def test_mirrored_azimuth_makes_the_mirror_image(tmp_path):
 def test_bench_toy_scores_the_oracle_and_both_stages():
     """bench_toy's judgements from per-run rows: the trained prior's wins over the baselines (the
     oracle is no baseline), the oracle against the untrained network, stage 2's gain per run."""
-    from bench_toy import score, summarise, table
+    from toy.summary import score, summarise, table
 
     def row(f5, iou_back, psnr_back, p1, p2, s1, s2):
         return {"chamfer": 0.05, "fscore": f5 / 4, "fscore_5": f5, "iou": iou_back, "iou_back": iou_back,
@@ -158,7 +156,7 @@ def test_bench_toy_scores_the_oracle_and_both_stages():
 
 def test_quickstart_picture_grid_and_bad_input(tmp_path):
     from helpers import cli
-    from quickstart_pictures import draw
+    from toy.pictures import draw
 
     out = tmp_path / "grid.png"
     tiles = [np.full((16, 16, 3), 0.5, np.float32)] * 3
@@ -167,7 +165,7 @@ def test_quickstart_picture_grid_and_bad_input(tmp_path):
 
     im = Image.open(out)
     assert im.size == (150 + 16 * 4, 18 + 16 * 2)
-    r = cli("scripts/quickstart_pictures.py", "--input", os.path.join(ROOT, "data", "anya_rgba.png"))
+    r = cli("toy/quickstart_pictures.py", "--input", os.path.join(ROOT, "data", "anya_rgba.png"))
     assert r.returncode == 2 and "not a held-out toy example" in r.stderr and r.stderr.count("\n") == 1
-    r = cli("scripts/bench_stage2.py", "--seeds", "7")
+    r = cli("benchmarks/bench_stage2.py", "--seeds", "7")
     assert r.returncode == 2 and "training objects" in r.stderr

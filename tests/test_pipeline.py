@@ -1,9 +1,9 @@
 """End to end on the CPU: both stages, every promised file valid, bad inputs rejected cleanly."""
 import hashlib
-import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,27 +12,12 @@ import torch
 from config import load_config
 from gaussians import GaussianModel
 from mesh import Mesh
-from helpers import cli
+from helpers import SMALL, cli, run_both
+from io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
 SPOT = os.path.join(ROOT, "data", "spot", "spot_triangulated.obj")
-
-SMALL = ["ref_size=64", "resolution_schedule=[32,64]", "resolution_milestones=[0.5]", "num_pts=800",
-         "density_start_iter=2", "densification_interval=4", "mc_resolution=32", "mc_num_blocks=4",
-         "texture_size=128", "bake_resolution=64", "bake_num_azimuth=4", "bake_elevations=[0]",
-         "decimate_target=3000", "refine_resolution=64", "refine_inference_steps=10", "quiet=true",
-         "rasterizer=torch", "mesh_renderer=torch", "device=cpu"]
-
-
-def run_both(cfg_name, overrides):
-    from trainer import Stage1, Stage2
-
-    cfg = load_config(os.path.join(ROOT, "configs", cfg_name), overrides)
-    r1 = Stage1(cfg, log=lambda *a: None).run()
-    r2 = Stage2(cfg, log=lambda *a: None).run()
-    return cfg, r1, r2
-
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory, zero123_path):
@@ -52,7 +37,7 @@ def test_image_to_3d_writes_every_promised_file(image_run):
         m = Mesh.load(os.path.join(out, name))
         assert m.vt is not None and m.albedo is not None and m.albedo.shape == (128, 128, 3)
         assert m.f.shape[0] > 50 and torch.isfinite(m.v).all()
-    run = json.load(open(os.path.join(out, "ghost_run.json")))
+    run = load_json(os.path.join(out, "ghost_run.json"))
     assert run["stage1"]["config"]["save_path"] == "ghost" and run["stage1"]["steps"] == 8
     assert run["stage1"]["timings"]["train"] > 0 and "mesh_export" in run["stage1"]["timings"]
     assert run["stage2"]["faces"] == r2["faces"] and "torch" in run["versions"]
@@ -80,8 +65,7 @@ def test_reconstruction_of_spot_end_to_end(tmp_path):
     all drive F-score, IoU or PSNR far down). Measured on this machine: F-score 0.59, mask IoU
     0.968, held-out PSNR 26.1 dB (stage 1) -> 27.6 dB (stage 2); the full-size README run reaches
     F-score 0.998 and 30 dB (BENCHMARKS.md)."""
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    from eval_recon import evaluate
+    from metrics import evaluate
 
     out = str(tmp_path)
     run_both("recon.yaml", SMALL + [f"input={SPOT}", "save_path=spot", f"outdir={out}", "iters=300", "ref_size=96",
@@ -103,7 +87,7 @@ def test_reconstruction_of_spot_end_to_end(tmp_path):
 
 # ------------------------------------------------------------------ bad inputs
 def digest(folder):
-    return {n: hashlib.md5(open(os.path.join(folder, n), "rb").read()).hexdigest() for n in sorted(os.listdir(folder))}
+    return {n: hashlib.md5(Path(os.path.join(folder, n)).read_bytes()).hexdigest() for n in sorted(os.listdir(folder))}
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +169,7 @@ def test_ctrl_c_saves_the_gaussians(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         stage.run()
     assert len(GaussianModel.load_ply(os.path.join(tmp_path, "c_model.ply"))) > 0
-    run = json.load(open(os.path.join(tmp_path, "c_run.json")))
+    run = load_json(os.path.join(tmp_path, "c_run.json"))
     assert run["stage1"]["interrupted"] and run["stage1"]["steps"] == 3
     assert not os.path.exists(os.path.join(tmp_path, "c_mesh.obj"))
 
@@ -202,11 +186,15 @@ def test_nan_or_empty_gaussians_are_one_line_errors(tmp_path):
     ply.write(str(tmp_path / "nan.ply"))
     ply["vertex"].data = ply["vertex"].data[:0]
     ply.write(str(tmp_path / "empty.ply"))
-    for name, pattern in (("nan.ply", "NaN"), ("empty.ply", "empty")):
+    clear = make_gaussians(20, opacity_range=(0.001, 0.003))  # none reaches the renderer's 1/255
+    clear.save(str(tmp_path / "clear.compressed.ply"))
+    for name, pattern in (("nan.ply", "NaN"), ("empty.ply", "empty"),
+                          ("clear.compressed.ply", "none of its 20 Gaussians is visible")):
         r = cli("main.py", "--config", "configs/recon.yaml", f"input={SPOT}", "save_path=l", f"outdir={tmp_path}",
                 f"load={tmp_path / name}", "iters=2", "recon_num_views=2", "ref_size=32")
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and pattern in lines[0], r.stderr[-1500:]
+    assert not os.path.exists(tmp_path / "l_model.ply")  # refused before training: nothing written
 
 
 def test_stage2_takes_an_explicit_mesh(tmp_path):
@@ -378,4 +366,4 @@ def test_sigterm_saves_what_each_stage_has(tmp_path):
     assert rc == 130 and "textured mesh so far is saved to" in err and "Traceback" not in err, err[-1500:]
     m = Mesh.load(os.path.join(tmp_path, "t.obj"))
     assert m.albedo is not None
-    assert json.load(open(os.path.join(tmp_path, "t_run.json")))["stage2"]["interrupted"] is True
+    assert load_json(os.path.join(tmp_path, "t_run.json"))["stage2"]["interrupted"] is True

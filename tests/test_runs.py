@@ -1,11 +1,11 @@
-"""Runs that cannot mix, lose or guess (issue 20), one test class per kind of failure:
+"""Runs that cannot mix, lose or guess, one test class per kind of failure:
 
 1. outputs that belong together: the lock, stage 2's refusal of a foreign mesh or input, a
    folder in the way;
 2. failing while writing: disk full (a small tmpfs where one can be mounted, else a full disk
    simulated at the write), multi-file outputs whole or absent, the Gaussians rescued;
 3. every value checked before work starts, naming the key or file;
-4. no traceback without --debug, in every script the README lists;
+4. no traceback without --debug, in every command;
 5. no silent guesses (alpha, EXIF orientation, long prompts, empty folders, compressed glTF).
 """
 import contextlib
@@ -17,12 +17,14 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from helpers import ROOT, cli
+from io_utils import load_json
 
 TOY = os.path.join(ROOT, "data", "toy", "toy_100000_rgba.png")
 OTHER = os.path.join(ROOT, "data", "ghost_rgba.png")
@@ -56,7 +58,7 @@ def one_error_line(r, pattern=None, code=2):
 
 
 def snapshot(folder):
-    return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))
+    return {f: Path(os.path.join(folder, f)).read_bytes() for f in sorted(os.listdir(folder))
             if os.path.isfile(os.path.join(folder, f))}
 
 
@@ -119,20 +121,20 @@ class TestOutputsBelongTogether:
         from trainer import Stage2
 
         out = copy_of(finished, tmp_path)
-        s1 = json.load(open(os.path.join(out, "x_run.json")))["stage1"]
+        s1 = load_json(os.path.join(out, "x_run.json"))["stage1"]
         assert s1["status"] == "finished" and len(s1["run_id"]) == 12
         assert s1["input"]["sha256"] == file_digest(TOY)  # the image's own bytes
         assert set(s1["files"]) == {"x_model.ply", "x_mesh.obj", "x_mesh.mtl", "x_mesh_albedo.png"}
         for name, digest in s1["files"].items():
             assert file_digest(os.path.join(out, name)) == digest
         Stage2(toy_cfg(out), log=lambda *a: None).run()
-        s2 = json.load(open(os.path.join(out, "x_run.json")))["stage2"]
+        s2 = load_json(os.path.join(out, "x_run.json"))["stage2"]
         assert s2["input_mesh"]["stage1_run_id"] == s1["run_id"] and not s2["input_mesh"]["chosen"]
         assert set(s2["files"]) == {"x.obj", "x.mtl", "x_albedo.png"}
 
     def test_ctrl_c_during_the_mesh_export_leaves_no_mixture(self, finished, tmp_path, monkeypatch):
         import mesh_utils
-        from outputs import OutputError
+        from io_utils import OutputError
         from trainer import Stage1, Stage2
 
         out = copy_of(finished, tmp_path)
@@ -147,7 +149,7 @@ class TestOutputsBelongTogether:
         assert after["x_model.ply"] != before["x_model.ply"]  # the new Gaussians are kept ...
         for f in ("x_mesh.obj", "x_mesh.mtl", "x_mesh_albedo.png"):  # ... beside the old, untouched mesh
             assert after[f] == before[f]
-        s1 = json.load(open(os.path.join(out, "x_run.json")))["stage1"]
+        s1 = load_json(os.path.join(out, "x_run.json"))["stage1"]
         assert s1["status"] == "interrupted" and list(s1["files"]) == ["x_model.ply"]
         with pytest.raises(OutputError, match="was interrupted before its mesh was written"):
             Stage2(toy_cfg(out), log=lambda *a: None)
@@ -156,7 +158,7 @@ class TestOutputsBelongTogether:
         assert not os.path.exists(os.path.join(out, "x.obj"))
         # choosing the mesh on purpose still works, and is recorded as chosen
         Stage2(toy_cfg(out, f"mesh={os.path.join(out, 'x_mesh.obj')}"), log=lambda *a: None).run()
-        assert json.load(open(os.path.join(out, "x_run.json")))["stage2"]["input_mesh"]["chosen"] is True
+        assert load_json(os.path.join(out, "x_run.json"))["stage2"]["input_mesh"]["chosen"] is True
 
     def test_stage2_refuses_another_input_or_a_changed_mesh(self, finished, tmp_path):
         out = copy_of(finished, tmp_path)
@@ -184,14 +186,14 @@ class TestOutputsBelongTogether:
 def small_disk(folder, size_kb, monkeypatch):
     """``folder`` with ``size_kb`` of space: a tmpfs where this machine lets the test mount one
     (CI runs as root), else every write under it fails with ENOSPC once the folder holds more
-    than that (injected at outputs._write, in this process only). Yields whether it is real."""
+    than that (injected at io_utils._write, in this process only). Yields whether it is real."""
     os.makedirs(folder, exist_ok=True)
     mounted = shutil.which("mount") and subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)], capture_output=True).returncode == 0
     if not mounted:
-        import outputs
+        import io_utils
 
-        real = outputs._write
+        real = io_utils._write
 
         def full(tmp, write_fn):
             real(tmp, write_fn)
@@ -199,7 +201,7 @@ def small_disk(folder, size_kb, monkeypatch):
                 used = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
                 if used > size_kb * 1024:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
-        monkeypatch.setattr(outputs, "_write", full)
+        monkeypatch.setattr(io_utils, "_write", full)
     try:
         yield bool(mounted)
     finally:
@@ -214,7 +216,7 @@ class TestFailingWhileWriting:
         if mounted:
             return main_cli("main.py", out, *extra)
         from cli import error_line
-        from outputs import OutputError
+        from io_utils import OutputError
         from trainer import Stage1
 
         try:
@@ -231,7 +233,7 @@ class TestFailingWhileWriting:
             names = sorted(os.listdir(out))
             assert "x_model.ply" in names  # the Gaussians were written before the mesh
             assert not [n for n in names if n.startswith("x_mesh") or n.startswith(".tmp_")], names
-            s1 = json.load(open(out / "x_run.json"))["stage1"]
+            s1 = load_json(out / "x_run.json")["stage1"]
             assert s1["status"] == "writing"  # so stage 2 will not take the folder's contents as a run
             assert "saved to" not in line
 
@@ -357,26 +359,25 @@ class TestEveryValueCheckedAtStart:
 
 
 # ----------------------------------------------------------------- 4. no traceback without --debug
-def readme_scripts():
-    """Every script named in the README's command tables."""
-    names = set()
-    for line in open(os.path.join(ROOT, "README.md")):
-        if line.startswith("|") and "`python " in line:  # the command tables, not the code layout table
-            for m in re.finditer(r"`(?:python )?([\w/]+\.py)", line):
-                name = m.group(1)
-                path = name if os.path.isfile(os.path.join(ROOT, name)) else os.path.join("scripts", name)
-                names.add(path)
-    return sorted(names)
+def commands():
+    """Every program a user or a developer runs: the root's entry points and every file of
+    scripts/, benchmarks/ and toy/ that runs as a program."""
+    found = []
+    for folder in ("", "scripts", "benchmarks", "toy"):
+        for name in sorted(os.listdir(os.path.join(ROOT, folder) if folder else ROOT)):
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and 'if __name__ == "__main__":' in Path(ROOT, path).read_text():
+                found.append(path)
+    return found
 
 
-SCRIPTS = sorted(set(readme_scripts()) | {"main.py", "main2.py"})  # the stages are in the README's examples
+SCRIPTS = commands()
 
 
-def test_the_readme_lists_the_scripts():
-    assert {"process.py", "app.py", "scripts/batch.py", "scripts/turntable.py",
-            "scripts/view.py", "scripts/bench_mesh.py", "scripts/train_toy_prior.py"} <= set(readme_scripts())
-    for s in SCRIPTS:
-        assert os.path.isfile(os.path.join(ROOT, s)), s
+def test_every_command_is_found():
+    assert {"main.py", "main2.py", "process.py", "app.py", "scripts/batch.py", "scripts/show.py",
+            "benchmarks/bench_mesh.py", "toy/train_prior.py"} <= set(SCRIPTS)
+    assert not {"batches.py", "metrics.py", "toy/runs.py", "demo.py"} & set(SCRIPTS)  # libraries run nothing
 
 
 INJECT = """
@@ -404,8 +405,8 @@ class TestNoTraceback:
         line = one_error_line(r, r"^error: internal error: TypeError: injected fault; rerun with --debug, or see ",
                               code=1)
         log = line.rsplit("see ", 1)[1]
-        assert os.path.dirname(log) == str(tmp_path) and "Traceback" in open(log).read()
-        assert "injected fault" in open(log).read()
+        assert os.path.dirname(log) == str(tmp_path) and "Traceback" in Path(log).read_text()
+        assert "injected fault" in Path(log).read_text()
         r = run("--debug")
         assert r.returncode != 0 and "Traceback" in r.stderr and "injected fault" in r.stderr
 
@@ -421,7 +422,7 @@ runpy.run_path("main.py", run_name="__main__")
 """, "--config", "configs/toy.yaml", *TINY, f"input={TOY}", "save_path=x", f"outdir={tmp_path}"], cwd=ROOT,
             capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = one_error_line(r, f"internal error: {kind}: injected; rerun with --debug, or see ", code=1)
-        assert line.endswith(str(tmp_path / "x_error.log")) and "Traceback" in open(tmp_path / "x_error.log").read()
+        assert line.endswith(str(tmp_path / "x_error.log")) and "Traceback" in Path(tmp_path / "x_error.log").read_text()
         assert not (tmp_path / "x.lock").exists()
 
     @pytest.mark.parametrize("case", ["input_folder", "load_folder", "mesh_folder", "config_folder", "huge_image",
@@ -504,6 +505,23 @@ class TestNoSilentGuesses:
         with pytest.raises(ValueError, match="alpha channel is empty"):
             self.context(tmp_path, empty)
 
+    def test_a_very_large_image_is_one_warning_line_of_ours(self, tmp_path):
+        """An image above PIL's safe-read size (89 megapixels; lowered here so that a small file
+        crosses it) is read with the project's one-line warning, in the log and run.json, instead
+        of PIL's DecompressionBombWarning with its source line."""
+        path = tmp_path / "big_rgba.png"
+        Image.fromarray(rgba(255, size=400)).save(path)  # 160,000 pixels
+        r = subprocess.run([sys.executable, "-c", "import runpy, sys; from PIL import Image; "
+                            "Image.MAX_IMAGE_PIXELS = 100_000; sys.argv = sys.argv[1:]; "
+                            "runpy.run_path('main.py', run_name='__main__')", "main.py", "--config", "configs/toy.yaml",
+                            *TINY, f"input={path}", "save_path=x", f"outdir={tmp_path / 'out'}", "--quiet"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "DecompressionBombWarning" not in r.stderr and "Image.py" not in r.stderr, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if "megapixels" in ln]
+        assert len(lines) == 1 and lines[0].startswith("warning: ") and "400x400" in lines[0], r.stderr
+        assert any("400x400" in w for w in load_json(tmp_path / "out" / "x_run.json")["stage1"]["warnings"])
+
     def test_exif_orientation_is_applied(self, tmp_path):
         from io_utils import load_image
 
@@ -559,7 +577,7 @@ class TestNoSilentGuesses:
         from mesh import Mesh, MeshFormatError
 
         src = BOX
-        data = open(src, "rb").read()
+        data = Path(src).read_bytes()
         n = struct.unpack("<I", data[12:16])[0]
         tree = json.loads(data[20:20 + n])
         tree["extensionsUsed"] = tree["extensionsRequired"] = [ext]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from helpers import cli
+from io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
 SPOT = os.path.join(ROOT, "data", "spot", "spot_triangulated.obj")
 
@@ -63,7 +63,7 @@ def tiny_clip(tmp_path_factory):
 
 
 def test_clip_similarity_with_a_tiny_clip(tiny_clip):
-    from clip_eval import clip_similarity, embed, load_clip
+    from metrics import clip_similarity, embed, load_clip
 
     r = clip_similarity(IMAGE, SPOT, tiny_clip, views=3, size=64)
     assert -1 <= r["clip_similarity"] <= 1 and len(r["per_view"]) == 3
@@ -79,7 +79,7 @@ def test_clip_eval_missing_model_is_one_line(tmp_path):
 
 
 def test_eval_metrics_on_known_cases():
-    from eval_recon import chamfer_fscore
+    from metrics import chamfer_fscore
 
     from mesh import Mesh
 
@@ -101,7 +101,7 @@ def test_winding_numbers_and_outer_surface_against_exact_spheres():
     vertices along UV seams, and leaves a mesh of one part as it is."""
     import trimesh
 
-    from eval_recon import outer_surface, winding_numbers
+    from metrics import outer_surface, winding_numbers
     from mesh import Mesh
 
     ball = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
@@ -160,7 +160,7 @@ def test_batch_runs_resumes_and_survives_failures(tmp_path, zero123_path):
 
 
 def test_mesh_from_ply_remeshes_without_training(tmp_path):
-    from helpers import sphere_of_gaussians
+    from gaussians import sphere_of_gaussians
 
     sphere_of_gaussians(6000, radius=0.5, scale=0.03).save_ply(str(tmp_path / "s.ply"))
     args = ["mc_resolution=32", "mc_num_blocks=4", "texture_size=64", "bake_resolution=32", "bake_num_azimuth=2",
@@ -180,13 +180,11 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     """scripts/gpu_check.py's steps with the tiny model: parity tests (skipped without CUDA),
     the rasterizer benchmark, both stages on a hub-layout checkpoint and every prior's SDS step,
     into one JSON."""
-    import json
-
     out = tmp_path / "gc.json"
     r = run("scripts/gpu_check.py", "--tiny", "--device", "cpu", "--iters", "3", "--iters-refine", "1",
             "--skip-install", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    rep = json.load(open(out))
+    rep = load_json(out)
     assert rep["parity_tests"]["rc"] == 0
     assert rep["render_bench"]["results"] and rep["render_bench"]["results"][0]["backend"] == "torch"
     p = rep["pipeline"]
@@ -200,7 +198,7 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
         assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_finetune_toy_decoder_trains_the_decoder_only_and_records_it(tmp_path):
+def test_finetune_decoder_trains_the_decoder_only_and_records_it(tmp_path):
     """The shipped prior's VAE, a few decoder steps on 2 training objects: the encoder (so the latents
     the UNet knows, and stage 1) bit-identical, the decoder moved, the run appended to training.json;
     a second run without --again is a one-line refusal that leaves the folder as it was."""
@@ -211,11 +209,11 @@ def test_finetune_toy_decoder_trains_the_decoder_only_and_records_it(tmp_path):
 
     model = tmp_path / "toy"
     shutil.copytree(os.path.join(ROOT, "models", "toy-zero123", "vae"), model / "vae")
-    record = json.load(open(os.path.join(ROOT, "models", "toy-zero123", "training.json")))
+    record = load_json(os.path.join(ROOT, "models", "toy-zero123", "training.json"))
     record.pop("decoder_finetune", None)  # the shipped decoder was fine-tuned: start from before that
     (model / "training.json").write_text(json.dumps(record))
     before = load_file(str(model / "vae" / "diffusion_pytorch_model.safetensors"))
-    args = ["scripts/finetune_toy_decoder.py", "--model", str(model), "--work", str(tmp_path / "work"), "--objects", "2",
+    args = ["toy/finetune_decoder.py", "--model", str(model), "--work", str(tmp_path / "work"), "--objects", "2",
             "--views", "2", "--steps", "3", "--batch", "2", "--eval-objects", "1", "--threads", "1"]
     r = run(*args)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -223,8 +221,8 @@ def test_finetune_toy_decoder_trains_the_decoder_only_and_records_it(tmp_path):
     assert before.keys() == after.keys()
     for k in before:  # each trained tensor moved, each frozen one is bit-identical
         assert torch.equal(before[k], after[k]) != k.startswith(("decoder.", "post_quant_conv.")), k
-    runs = json.load(open(model / "training.json"))["decoder_finetune"]
+    runs = load_json(model / "training.json")["decoder_finetune"]
     assert len(runs) == 1 and runs[0]["steps"] == 3 and set(runs[0]["heldout_roundtrip"]) >= {"before", "after"}
     r = run(*args)
     assert r.returncode == 2 and "--again" in r.stderr and "Traceback" not in r.stderr
-    assert len(json.load(open(model / "training.json"))["decoder_finetune"]) == 1
+    assert len(load_json(model / "training.json")["decoder_finetune"]) == 1

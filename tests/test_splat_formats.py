@@ -5,6 +5,7 @@ source.ply) decode to the Gaussians it was given, and it reads ours back to the 
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,8 +128,8 @@ def test_our_spz_is_read_by_splat_transform_as_we_read_it(tmp_path):
     # byte for byte the attribute streams splat-transform (Niantic's packer) writes, but for rounding
     from splat_formats import _spz_streams
 
-    a = _spz_streams(open(tmp_path / "ours.spz", "rb").read(), "ours")[1]
-    b = _spz_streams(open(os.path.join(DATA, "st.spz"), "rb").read(), "theirs")[1]
+    a = _spz_streams(Path(tmp_path / "ours.spz").read_bytes(), "ours")[1]
+    b = _spz_streams(Path(os.path.join(DATA, "st.spz")).read_bytes(), "theirs")[1]
     for x, y in zip(a, b):
         assert len(x) == len(y) and np.mean(np.frombuffer(x, np.uint8) != np.frombuffer(y, np.uint8)) < 0.01
     splat_transform(str(tmp_path / "ours.spz"), str(tmp_path / "theirs.ply"))
@@ -171,7 +172,7 @@ def test_our_sog_is_read_by_splat_transform_as_we_read_it(tmp_path):
 def test_damaged_sog_is_a_one_line_error(tmp_path):
     import zipfile
 
-    data = open(os.path.join(DATA, "st.sog"), "rb").read()
+    data = Path(os.path.join(DATA, "st.sog")).read_bytes()
     (tmp_path / "cut.sog").write_bytes(data[:len(data) // 2])
     with zipfile.ZipFile(os.path.join(DATA, "st.sog")) as z, zipfile.ZipFile(tmp_path / "nomeans.sog", "w") as out:
         for name in z.namelist():
@@ -258,7 +259,7 @@ def test_babylon_reads_our_glb_as_the_gaussians_we_wrote(tmp_path):
 
 
 def test_glb_that_is_a_mesh_or_damaged_is_a_one_line_error(tmp_path):
-    data = open(os.path.join(DATA, "st.glb"), "rb").read()
+    data = Path(os.path.join(DATA, "st.glb")).read_bytes()
     (tmp_path / "cut.glb").write_bytes(data[:len(data) - 500])
     import trimesh
 
@@ -267,14 +268,14 @@ def test_glb_that_is_a_mesh_or_damaged_is_a_one_line_error(tmp_path):
 
 
 def test_damaged_spz_is_a_one_line_error(tmp_path):
-    data = open(os.path.join(DATA, "st.spz"), "rb").read()
+    data = Path(os.path.join(DATA, "st.spz")).read_bytes()
     (tmp_path / "cut.spz").write_bytes(data[:len(data) - 100])
     (tmp_path / "junk.spz").write_bytes(b"NGSP" + bytes(60))
     assert_refused(tmp_path, (("cut.spz", "truncated or inconsistent"), ("junk.spz", "not supported")))
 
 
 def test_damaged_compressed_ply_is_a_one_line_error(tmp_path):
-    data = open(os.path.join(DATA, "st.compressed.ply"), "rb").read()
+    data = Path(os.path.join(DATA, "st.compressed.ply")).read_bytes()
     (tmp_path / "cut.compressed.ply").write_bytes(data[:len(data) // 2])
     head = data[:data.index(b"end_header")]
     (tmp_path / "bad.compressed.ply").write_bytes(head.replace(b"element chunk 2", b"element chunk 1")
@@ -285,11 +286,11 @@ def test_damaged_compressed_ply_is_a_one_line_error(tmp_path):
 def test_convert_splat_writes_by_the_destination_and_refuses_what_it_cannot(tmp_path):
     r = cli("scripts/convert_splat.py", SOURCE, "--out", str(tmp_path / "a.compressed.ply"))
     assert r.returncode == 0, r.stderr
-    assert b"packed_position" in open(tmp_path / "a.compressed.ply", "rb").read(2000)
+    assert b"packed_position" in (tmp_path / "a.compressed.ply").read_bytes()[:2000]
     r = cli("scripts/convert_splat.py", str(tmp_path / "a.compressed.ply"), "--out", str(tmp_path / "b.splat"))
     assert r.returncode == 0 and len(GaussianModel.load(str(tmp_path / "b.splat"))) == 300, r.stderr
     r = cli("scripts/convert_splat.py", str(tmp_path / "b.splat"), "--out", str(tmp_path / "c.spz"))
-    assert r.returncode == 0 and open(tmp_path / "c.spz", "rb").read(4) == b"NGSP", r.stderr
+    assert r.returncode == 0 and (tmp_path / "c.spz").read_bytes()[:4] == b"NGSP", r.stderr
     r = cli("scripts/convert_splat.py", SOURCE, "--out", str(tmp_path / "a.xyz"))
     assert r.returncode == 2 and "cannot write" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not os.path.exists(tmp_path / "a.xyz")
@@ -299,9 +300,9 @@ def test_recon_and_viewer_take_a_compressed_ply_as_gaussians(tmp_path):
     """Wherever a Gaussian file is read: recon's input= (rendered with the Gaussian renderer),
     the viewer's file type check."""
     from config import load_config
-    from views import is_gaussian_ply, load_views
+    from posed_views import is_gaussian_ply, load_views
 
-    from views import is_gaussian_file
+    from posed_views import is_gaussian_file
 
     path = os.path.join(DATA, "st.compressed.ply")
     assert is_gaussian_ply(path)
@@ -333,7 +334,7 @@ def test_stage1_writes_splat_format_and_load_reads_it(tmp_path, fmt):
                       [f"input={spot}", f"outdir={tmp_path}", "save_path=t", f"load={out}", "iters=1", *small])
     s = Stage1(cfg, log=lambda *a: None)
     assert len(s.model) == n
-    from views import load_views
+    from posed_views import load_views
 
     views = load_views(str(out), load_config(os.path.join(ROOT, "configs", "recon.yaml"),
                                              [f"input={out}", "save_path=x", *small]))

@@ -1,19 +1,17 @@
 """The toy Zero123 trained here: its data, its camera convention against Zero123's own training
 formula, the shipped checkpoint, and the generative loop driven by a prior that knows something."""
-import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-import toy_objects
+from toy import objects as toy_objects
 from cameras import orbit_camera
 from helpers import ROOT, cli
+from io_utils import load_json
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))  # bench_toy, eval_toy_prior, train_toy_prior
 
 MODEL = os.path.join(ROOT, "models", "toy-zero123")
 EXAMPLE = os.path.join(ROOT, "data", "toy", "toy_100000_rgba.png")
@@ -54,19 +52,19 @@ def test_guidance_camera_embedding_equals_zero123_training_formula(stable):
     """The guidance's embedding of (input view, novel view) pairs is what Zero123 saw in training:
     this ties our orbit convention (elevation sign, azimuth direction) to Zero123's independently
     of guidance/zero123.py. A mirrored azimuth or a flipped elevation fails here."""
-    from guidance.zero123 import camera_embedding
+    from guidance.zero123 import relative_camera
 
     rng = np.random.default_rng(1)
     for _ in range(40):
         el0 = float(rng.uniform(-40, 40))
         el, az = float(rng.uniform(-70, 70)), float(rng.uniform(-180, 180))
         ref = zero123_T_ref = toy_objects.zero123_T(orbit_camera(el0, 0.0, 2.0), orbit_camera(el, az, 2.0))
-        ours = camera_embedding([el - el0], [az], [0.0], el0, stable=stable)[0].numpy()
+        ours = relative_camera([el - el0], [az], [0.0], el0, stable=stable)[0].numpy()
         np.testing.assert_allclose(ours[:3], ref[:3], atol=1e-5)
         expected_last = math.radians(90 + el0) if stable else zero123_T_ref[3]
         assert ours[3] == pytest.approx(expected_last, abs=1e-5)
     # and what a mirrored azimuth would give: caught
-    mirrored = camera_embedding([0.0], [-60.0], [0.0], 0.0, stable=False)[0].numpy()
+    mirrored = relative_camera([0.0], [-60.0], [0.0], 0.0, stable=False)[0].numpy()
     ref = toy_objects.zero123_T(orbit_camera(0.0, 0.0, 2.0), orbit_camera(0.0, 60.0, 2.0))
     assert not np.allclose(mirrored, ref, atol=1e-3)
 
@@ -102,7 +100,7 @@ def test_object_views_and_example_files(tmp_path):
 def test_shipped_model_is_a_small_zero123_folder_that_loads_through_guidance_model():
     from guidance.zero123 import Zero123Guidance
 
-    index = json.load(open(os.path.join(MODEL, "model_index.json")))
+    index = load_json(os.path.join(MODEL, "model_index.json"))
     assert index["_class_name"] == "Zero123Pipeline" and "clip_camera_projection" in index
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(MODEL) for f in fs)
     assert size <= 40e6
@@ -111,7 +109,7 @@ def test_shipped_model_is_a_small_zero123_folder_that_loads_through_guidance_mod
     assert n <= 10e6
     assert g.image_size == 64  # from the checkpoint's vae/config.json, not the reference's 256
     assert g.unet.config.in_channels == 8 and g.unet.config.sample_size == 8
-    record = json.load(open(os.path.join(MODEL, "training.json")))
+    record = load_json(os.path.join(MODEL, "training.json"))
     assert record["heldout_from"] == toy_objects.HELDOUT_START
     assert record["train_seeds"][1] < toy_objects.HELDOUT_START
 
@@ -127,7 +125,8 @@ def test_render_size_follows_the_checkpoint_and_the_key(zero123_path):
 
 def test_no_prior_baseline_trains_on_the_input_view_alone(tmp_path):
     from config import load_config
-    from guidance import InputViewOnly, build_guidance
+    from guidance import build_guidance
+    from guidance.base import InputViewOnly
 
     cfg = load_config(os.path.join(ROOT, "configs", "toy.yaml"), ["lambda_zero123=0", f"input={EXAMPLE}",
                                                                    "save_path=x"])
@@ -144,7 +143,7 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     from guidance.zero123 import Zero123Guidance
 
     out, work = str(tmp_path / "m"), str(tmp_path / "w")
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+    r = cli("toy/train_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
             "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "3", "--unet-batch", "4", "--threads", "1",
             "--min-snr", "5")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -154,26 +153,26 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     from safetensors.torch import load_file
 
     before = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+    r = cli("toy/train_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
             "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "3", "--unet-batch", "4", "--threads", "1",
             "--min-snr", "5")
     assert r.returncode == 0, r.stderr[-2000:]
     after = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
     # other settings in the same work folder: one line, nothing overwritten
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "4")
+    r = cli("toy/train_prior.py", "--out", out, "--work", work, "--objects", "4")
     assert r.returncode == 2 and "other settings" in r.stderr and r.stderr.count("\n") == 1
     # a larger --unet-steps continues the UNet; the record says how long each run was
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+    r = cli("toy/train_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
             "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "5", "--unet-batch", "4", "--threads", "1",
             "--min-snr", "5")
     assert r.returncode == 0, r.stderr[-2000:]
-    record = json.load(open(os.path.join(out, "training.json")))
+    record = load_json(os.path.join(out, "training.json"))
     assert record["args"]["unet_steps_history"] == [3, 5] and record["args"]["unet_steps"] == 5
     assert [r["unet_steps"] for r in record["runs"]] == [3, 3, 5]  # each run on this --work, with its times
     longer = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
     assert not all(torch.equal(before[k], longer[k]) for k in before)
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+    r = cli("toy/train_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
             "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "4", "--unet-batch", "4", "--threads", "1",
             "--min-snr", "5")
     assert r.returncode == 2 and "only a larger --unet-steps continues it" in r.stderr
@@ -188,10 +187,10 @@ def test_train_script_continues_a_model_folder(tmp_path):
 
     first, out = str(tmp_path / "first"), str(tmp_path / "next")
     small = ["--objects", "3", "--views", "2", "--unet-batch", "4", "--threads", "1"]
-    r = cli("scripts/train_toy_prior.py", "--out", first, "--work", str(tmp_path / "w1"), "--vae-steps", "2",
+    r = cli("toy/train_prior.py", "--out", first, "--work", str(tmp_path / "w1"), "--vae-steps", "2",
             "--vae-batch", "4", "--unet-steps", "3", "--resolution", "32", *small)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", str(tmp_path / "w2"), "--init-from", first,
+    r = cli("toy/train_prior.py", "--out", out, "--work", str(tmp_path / "w2"), "--init-from", first,
             "--unet-steps", "2", "--attention", "classic", "--pair-azimuths", "0", "120", "--sign-init", "1.5",
             *small)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -200,13 +199,13 @@ def test_train_script_continues_a_model_folder(tmp_path):
         a, b = load_file(os.path.join(first, part, name)), load_file(os.path.join(out, part, name))
         same = all(torch.equal(a[k], b[k]) for k in a)
         assert same == (part != "unet"), part
-    old, new = (json.load(open(os.path.join(d, "training.json"))) for d in (first, out))
+    old, new = (load_json(os.path.join(d, "training.json")) for d in (first, out))
     assert new["init_from"]["record"] == old and new["init_from"]["path"] == first
     assert new["scaling_factor"] == old["scaling_factor"] and new["args"]["vae_steps"] == 0
     assert new["trained"] == ["unet", "clip_camera_projection"] and new["attention"] == "classic"
     assert new["args"]["pair_azimuths"] == [0.0, 120.0] and new["args"]["sign_init"] == 1.5
     # hours: each folder's UNet training without evaluations, chained through init_from
-    from train_toy_prior import init_unet_hours
+    from toy.prior import init_unet_hours
 
     assert 0 < new["unet_training_seconds"] <= sum(r["seconds"]["unet"] for r in new["runs"]) + 0.1
     assert init_unet_hours(new) == pytest.approx((old["unet_training_seconds"] + new["unet_training_seconds"]) / 3600)
@@ -217,32 +216,32 @@ def test_train_script_continues_a_model_folder(tmp_path):
     sin = w_new.shape[1] - 3
     assert abs(float(w_new[:, sin].norm()) - 1.5) < 0.05 and float(w_old[:, sin].norm()) < 0.05
     assert torch.allclose(w_new[:, sin + 1], w_old[:, sin + 1], atol=0.02)  # the cos column: trained on, not reset
-    r = cli("scripts/train_toy_prior.py", "--out", str(tmp_path / "n3"), "--work", str(tmp_path / "w4"),
+    r = cli("toy/train_prior.py", "--out", str(tmp_path / "n3"), "--work", str(tmp_path / "w4"),
             "--pair-azimuths", "120", "60")
     assert r.returncode == 2 and "need 0 <= MIN <= MAX <= 180" in r.stderr and r.stderr.count("\n") == 1
     # the continued model loads as a prior; a missing folder or writing over it: one line each
     from guidance.zero123 import Zero123Guidance
 
     assert Zero123Guidance(out).image_size == 32
-    assert json.load(open(os.path.join(out, "vae", "config.json")))["block_out_channels"] == [16, 32, 64]
-    r = cli("scripts/train_toy_prior.py", "--out", str(tmp_path / "n2"), "--work", str(tmp_path / "w3"),
+    assert load_json(os.path.join(out, "vae", "config.json"))["block_out_channels"] == [16, 32, 64]
+    r = cli("toy/train_prior.py", "--out", str(tmp_path / "n2"), "--work", str(tmp_path / "w3"),
             "--init-from", first, "--resolution", "64")
     assert r.returncode == 2 and "is a 32 px model" in r.stderr and r.stderr.count("\n") == 1
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", str(tmp_path / "w3"), "--init-from",
+    r = cli("toy/train_prior.py", "--out", out, "--work", str(tmp_path / "w3"), "--init-from",
             str(tmp_path / "none"))
     assert r.returncode == 2 and "no training.json" in r.stderr and r.stderr.count("\n") == 1
-    r = cli("scripts/train_toy_prior.py", "--out", first, "--work", str(tmp_path / "w3"), "--init-from", first)
+    r = cli("toy/train_prior.py", "--out", first, "--work", str(tmp_path / "w3"), "--init-from", first)
     assert r.returncode == 2 and "is the --init-from folder" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
-    """The prior's own knowledge, without a 3D run (scripts/eval_toy_prior.py): on held-out
+    """The prior's own knowledge, without a 3D run (toy/eval_prior.py): on held-out
     objects its conditions (input view + camera) cut the epsilon error at t=700 well below its
     unconditional branch's (measured 0.30 on these 4 objects, 0.31 over 40: BENCHMARKS.md); the
     untrained network's conditions tell it nothing (0.01); the true camera beats the input view's
     own."""
-    from eval_toy_prior import pair_losses
-    from bench_toy import untrained_model
+    from toy.evaluation import pair_losses
+    from toy.runs import untrained_model
     from guidance.zero123 import Zero123Guidance
 
     seeds = range(toy_objects.HELDOUT_START + 8, toy_objects.HELDOUT_START + 12)
@@ -258,21 +257,21 @@ def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
     still = pair_losses(Zero123Guidance(MODEL, seed=0), seeds, 4, timesteps=(700,), still=True)["700"]
     assert still["eps"] > 1.3 * trained["eps"]
     out = tmp_path / "eval.json"
-    r = cli("scripts/eval_toy_prior.py", "--objects", "1", "--views", "2", "--novel", "0", "--threads", "1",
+    r = cli("toy/eval_prior.py", "--objects", "1", "--views", "2", "--novel", "0", "--threads", "1",
             "--work", str(tmp_path / "w"), "--json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    res = json.load(open(out))[MODEL]
+    res = load_json(out)[MODEL]
     assert set(res) == {"train", "heldout", "heldout_mirrored", "heldout_still", "vae_heldout"}
     assert set(res["heldout"]) == {"100", "400", "700", "900"}
     assert 18 < res["vae_heldout"]["psnr"] < 30  # the shipped VAE: about 23.5 dB (BENCHMARKS.md)
-    r = cli("scripts/eval_toy_prior.py", "--models", str(tmp_path / "none"))
+    r = cli("toy/eval_prior.py", "--models", str(tmp_path / "none"))
     assert r.returncode == 2 and "no toy model" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_min_snr_weights_are_hang_et_al_s():
     """Min-SNR-gamma for epsilon prediction (Hang et al. 2023, their eq. for the noise target):
     w_t = min(SNR_t, gamma) / SNR_t, SNR_t = alpha_bar_t / (1 - alpha_bar_t)."""
-    from train_toy_prior import min_snr_weights
+    from toy.prior import min_snr_weights
 
     ab = torch.tensor([0.999, 0.9, 0.8, 5 / 6, 0.5, 0.01])
     expected = [min(a / (1 - a), 5.0) / (a / (1 - a)) for a in ab.tolist()]
@@ -283,22 +282,22 @@ def test_min_snr_weights_are_hang_et_al_s():
 
 def test_step_benchmark_times_every_variant(tmp_path):
     out = tmp_path / "step.json"
-    r = cli("scripts/bench_toy_step.py", "--batches", "2", "4", "--steps", "1", "--threads", "1", "--json", str(out))
+    r = cli("benchmarks/bench_toy_step.py", "--batches", "2", "4", "--steps", "1", "--threads", "1", "--json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = json.load(open(out))["rows"]
+    rows = load_json(out)["rows"]
     assert [(x["variant"], x["batch"]) for x in rows] == [("default", 2), ("default", 4), ("channels_last", 2),
                                                           ("classic attention", 2), ("default (again)", 2)]
     assert all(x["seconds"] > 0 for x in rows)
 
 
 def test_bench_refuses_training_seeds():
-    r = cli("scripts/bench_toy.py", "--seeds", "5")
+    r = cli("benchmarks/bench_toy.py", "--seeds", "5")
     assert r.returncode == 2 and "training objects" in r.stderr
 
 
 def test_demo_app_offers_the_toy_model_when_zero123_is_missing():
     pytest.importorskip("gradio", reason="the demo app needs gradio: pip install -r requirements-app.txt")
-    from app import TOY_CONFIG, choose_model
+    from demo import TOY_CONFIG, choose_model
 
     config, overrides, base, ok, status, examples = choose_model(os.path.join(ROOT, "configs", "image.yaml"), [])
     assert config == TOY_CONFIG and any(o.startswith("guidance_model=") for o in overrides)
@@ -312,7 +311,7 @@ def test_demo_app_offers_the_toy_model_when_zero123_is_missing():
 
 
 # ------------------------------------------------------------------ the generative loop, end to end
-# Bounds from BENCHMARKS.md (scripts/bench_toy.py on this object, 3 random seeds, mean ± std, stage 1's mesh):
+# Bounds from BENCHMARKS.md (benchmarks/bench_toy.py on this object, 3 random seeds, mean ± std, stage 1's mesh):
 # the prior shipped since 2026-12-02 at toy.yaml's guidance_scale 1.5 with the hollow inside filled
 # (mc_close_radius 0.05): F-score@1% 0.251 ± 0.024, back-view IoU 0.881 ± 0.010, Chamfer-L1 0.0296 ± 0.0015
 # (at guidance_scale 3 without the fill: 0.165 ± 0.007, 0.869 ± 0.005, 0.0508 ± 0.0007);
@@ -346,9 +345,9 @@ def test_toy_image_to_3d_finds_the_unseen_side(toy_run):
     brings these below the bounds. The camera convention itself is pinned by
     test_guidance_camera_embedding_equals_zero123_training_formula and, end to end, by
     tests/test_oracle.py (a perfect prior fed the mirrored azimuth builds the mirror image): the
-    toy prior tells left from right only a little (scripts/eval_toy_prior.py, heldout_mirrored:
+    toy prior tells left from right only a little (toy/eval_prior.py, heldout_mirrored:
     x0 error 13 % higher mirrored), so a mirrored azimuth would move these figures little."""
-    from bench_toy import mesh_metrics
+    from toy.runs import mesh_metrics
     from mesh import Mesh
 
     out, r1, r2 = toy_run
@@ -367,7 +366,7 @@ def test_remesh_makes_stage1_mesh_again_from_the_saved_gaussians(toy_run, tmp_pa
     run's own settings it writes the same mesh again."""
     import shutil
 
-    from bench_toy import remesh
+    from toy.runs import remesh
     from config import load_config
     from outputs import file_digest
     from trainer import check_stage1_outputs, read_run_json
@@ -393,39 +392,39 @@ def test_remesh_makes_stage1_mesh_again_from_the_saved_gaussians(toy_run, tmp_pa
 
 
 def test_learning_curve_points_and_plot(tmp_path):
-    """train_toy_prior --eval-every N scores the EMA prior every N UNet steps (held-out novel views,
+    """toy/train_prior.py --eval-every N scores the EMA prior every N UNet steps (held-out novel views,
     the input view copied, the azimuth mirrored) into --work's curve.json and training.json, with
-    the UNet's training hours; plot_toy_curve draws them, and refuses a file without a curve."""
+    the UNet's training hours; toy/plot_curve.py draws them, and refuses a file without a curve."""
     out, work = str(tmp_path / "m"), str(tmp_path / "w")
-    r = cli("scripts/train_toy_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
+    r = cli("toy/train_prior.py", "--out", out, "--work", work, "--objects", "3", "--views", "2",
             "--vae-steps", "2", "--vae-batch", "4", "--unet-steps", "4", "--unet-batch", "4", "--threads", "1",
             "--eval-every", "2", "--eval-objects", "1")
     assert r.returncode == 0, r.stderr[-2000:]
-    curve = json.load(open(os.path.join(work, "curve.json")))
+    curve = load_json(os.path.join(work, "curve.json"))
     assert [p["step"] for p in curve] == [2, 4] and curve[0]["hours"] <= curve[1]["hours"]
     keys = {f"{k}_{m}" for k in ("prior", "prior_mirrored", "input_copied") for m in ("psnr", "iou")} | {"vae_psnr"}
     assert keys <= set(curve[0]) and all(0 < p["input_copied_psnr"] < 60 for p in curve)
-    assert json.load(open(os.path.join(out, "training.json")))["curve"] == curve
+    assert load_json(os.path.join(out, "training.json"))["curve"] == curve
     png = tmp_path / "curve.png"
-    r = cli("scripts/plot_toy_curve.py", os.path.join(work, "curve.json"), os.path.join(out, "training.json"),
+    r = cli("toy/plot_curve.py", os.path.join(work, "curve.json"), os.path.join(out, "training.json"),
             "--out", str(png))
     assert r.returncode == 0, r.stderr[-2000:]
     from PIL import Image
 
     assert Image.open(png).size[0] > 600
-    r = cli("scripts/plot_toy_curve.py", os.path.join(work, "args.json"), "--out", str(tmp_path / "x.png"))
+    r = cli("toy/plot_curve.py", os.path.join(work, "args.json"), "--out", str(tmp_path / "x.png"))
     assert r.returncode == 2 and "no learning curve" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_vae_benchmark_scores_each_variant_along_its_schedule(tmp_path):
     out = tmp_path / "vae.json"
-    r = cli("scripts/bench_toy_vae.py", "--objects", "2", "--views", "2", "--steps", "4", "--eval-every", "2",
+    r = cli("benchmarks/bench_toy_vae.py", "--objects", "2", "--views", "2", "--steps", "4", "--eval-every", "2",
             "--eval-objects", "1", "--batch", "2", "--threads", "1", "--variants", "shipped", "latent16",
             "--work", str(tmp_path / "w"), "--json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    res = json.load(open(out))
+    res = load_json(out)
     assert [p["step"] for p in res["shipped"]["curve"]] == [2, 4]
     assert res["shipped"]["latent"] == [4, 8, 8] and res["latent16"]["latent"] == [4, 16, 16]
     assert all(0 < p["psnr"] < 60 and p["seconds"] >= 0 for p in res["latent16"]["curve"])
-    r = cli("scripts/bench_toy_vae.py", "--data", str(tmp_path / "none.pt"))
+    r = cli("benchmarks/bench_toy_vae.py", "--data", str(tmp_path / "none.pt"))
     assert r.returncode == 2 and "not found" in r.stderr and r.stderr.count("\n") == 1

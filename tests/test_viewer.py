@@ -109,11 +109,11 @@ def test_empty_scene_reference(browser, tmp_path):
 
 
 def test_output_viewer_shows_splats_and_meshes_and_its_checkbox_reaches_the_server(browser, tmp_path):
-    from helpers import sphere_of_gaussians
+    from gaussians import sphere_of_gaussians
 
     sphere_of_gaussians(3000, radius=0.5, scale=0.03).save_ply(str(tmp_path / "s.ply"))
     port = free_port()
-    srv = Server(["scripts/view.py", str(tmp_path / "s.ply"), SPOT, BOX, "--port", str(port)])
+    srv = Server(["scripts/show.py", str(tmp_path / "s.ply"), SPOT, BOX, "--port", str(port)])
     try:
         wait_for(lambda: srv.saw("viewer: http://"), 120, "the viewer to start")
         browser.get(f"http://127.0.0.1:{port}")
@@ -146,7 +146,7 @@ def test_unique_labels_tell_repeated_names_apart():
 def test_output_viewer_shows_every_path_when_file_names_repeat(browser, tmp_path):
     """Two runs side by side whose files share names, and one file given twice: every path is a
     scene node of its own with its own label and checkbox."""
-    from helpers import sphere_of_gaussians
+    from gaussians import sphere_of_gaussians
     from selenium.webdriver.common.by import By
 
     for run, r in (("a", 0.3), ("b", 0.5)):
@@ -154,7 +154,7 @@ def test_output_viewer_shows_every_path_when_file_names_repeat(browser, tmp_path
         sphere_of_gaussians(2000, radius=r, scale=0.03, seed=len(run)).save_ply(str(tmp_path / run / "model.ply"))
     a, b = str(tmp_path / "a" / "model.ply"), str(tmp_path / "b" / "model.ply")
     port = free_port()
-    srv = Server(["scripts/view.py", a, b, a, "--port", str(port)])
+    srv = Server(["scripts/show.py", a, b, a, "--port", str(port)])
     try:
         wait_for(lambda: srv.saw("viewer: http://"), 120, "the viewer to start")
         assert srv.saw("(3 items)")
@@ -176,7 +176,7 @@ def test_output_viewer_shows_every_path_when_file_names_repeat(browser, tmp_path
 
 def test_view_script_bad_input_is_one_line(tmp_path):
     (tmp_path / "x.obj").write_text("v 0 0 0\n")
-    r = subprocess.run([sys.executable, "scripts/view.py", str(tmp_path / "x.obj"), "--port", str(free_port())],
+    r = subprocess.run([sys.executable, "scripts/show.py", str(tmp_path / "x.obj"), "--port", str(free_port())],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "no faces" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr

@@ -1,37 +1,26 @@
-"""The toy Zero123's own quality, without a 3D run: is it underfit (held-out objects as good as
-training ones, both poor) or overfit (held-out much worse)? And does its input view help?
+"""The toy Zero123's own quality, without a 3D run (the library of ``toy/eval_prior.py``, of the
+learning curve of ``toy/train_prior.py`` and of the toy benchmarks).
 
-    python scripts/eval_toy_prior.py --models models/toy-zero123 [other/folder ...] --json out.json
-
-Per model, loaded as ``guidance_model=`` loads it (guidance.zero123): ``--objects`` training
-objects (seeds 0..N-1) and as many held-out ones (from toy_objects.HELDOUT_START), each seen from
-image mode's input view (elevation 0, azimuth 0) and ``--views`` orbit views. For the pairs (input
-view -> each view), through the guidance's own conditioning (its camera embedding, its CLIP and
-VAE path): the epsilon MSE at fixed timesteps with the conditions (``eps``) and with both dropped
-(``eps_uncond``, the classifier-free branch), and the MSE of the implied clean latent (``x0``).
-``gain`` = 1 - eps / eps_uncond: how much the input view and the camera tell the model;
-``heldout_mirrored``: the same held-out pairs conditioned on the azimuths negated (does the model
-know left from right?); ``heldout_still``: conditioned on the input view's own camera (does it use
-its camera at all?).
-Then the DDIM novel views of bench_toy.novel_views on ``--novel`` held-out objects (PSNR and mask
-IoU against the truth, beside the input view copied).
+- ``pair_losses``: epsilon / x0 MSE of (input view -> target view) pairs through the guidance's
+  own conditioning, with and without the conditions, the azimuth mirrored or held still;
+- ``vae_roundtrip``: PSNR / SSIM of the VAE's round trip of held-out renders (every target's ceiling);
+- ``novel_views`` / ``novel_view_scores``: DDIM samples at azimuth offsets 90, 180 and 270 against
+  the ground truth, beside the input view copied there;
+- ``evaluate`` / ``table``: all of them for one model folder, and their table.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from cameras import Camera, View
+from metrics import mask_iou, psnr, ssim
+from toy import objects as toy_objects
 
-import toy_objects  # noqa: E402
-
-TIMESTEPS = (100, 400, 700, 900)
+TIMESTEPS = (100, 400, 700, 900)  # pair_losses' noise levels
+NOVEL_OFFSETS = (90.0, 180.0, 270.0)  # azimuths of the novel views, relative to the input view
 
 
 @torch.no_grad()
@@ -42,8 +31,6 @@ def pair_losses(g, seeds, views: int, timesteps=TIMESTEPS, noise_seed: int = 0, 
     a renderer and a prior that disagree on the direction of azimuth. ``still`` conditions every
     target on the input view's own camera (relative camera zero): a model that ignores its camera
     scores the same as with the true one."""
-    from cameras import View
-
     gen = torch.Generator().manual_seed(noise_seed)
     ab = g.scheduler.alphas_cumprod
     sums = {t: {"eps": 0.0, "eps_uncond": 0.0, "x0": 0.0} for t in timesteps}
@@ -91,8 +78,6 @@ def vae_roundtrip(g, objects: int, views: int = 4, roundtrip=None, size: int | N
     own resolution (the first ``objects`` held-out objects, ``views`` orbit views each): the ceiling
     of every target the prior can give (stage 2's SDEdit, SDS's colours). ``g``: the guidance; or
     None with ``roundtrip`` (images [B,3,H,W] in [0,1] -> the same) and the render ``size``."""
-    from eval_recon import psnr, ssim
-
     size = size or g.image_size
     roundtrip = roundtrip or (lambda x: g.decode(g.encode(x.to(g.device, g.dtype), sample=False)))
     ps, ss = [], []
@@ -105,12 +90,49 @@ def vae_roundtrip(g, objects: int, views: int = 4, roundtrip=None, size: int | N
     return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
 
 
+# ------------------------------------------------------------------------ the prior's own views
+def _mask(img, thresh=0.9):
+    """Foreground of an image on white: any channel below ``thresh``."""
+    return (img < thresh).any(0)
+
+
+@torch.no_grad()
+def novel_views(model, seed, example, guidance_scale, steps=50, resolution=64, mirror=False) -> dict:
+    """The prior's DDIM samples at azimuth offsets NOVEL_OFFSETS from the input view, against the
+    ground truth's renders there, and the input view copied as the baseline. ``mirror`` conditions
+    the samples on the azimuths negated (a prior that knows left from right then scores lower)."""
+    from guidance.zero123 import Zero123Guidance
+    from inputs import load_input_image
+    from io_utils import save_image
+
+    png, _ = example
+    g = Zero123Guidance(model, guidance_scale=guidance_scale, seed=seed)
+    size = g.image_size
+    rgb, mask = load_input_image(png, size, do_recenter=False)
+    g.prepare(image=rgb, mask=mask, elevation=0.0, radius=toy_objects.RADIUS)
+    gt_mesh = toy_objects.make_object(seed)
+    views = [View(Camera.orbit(0.0, a, toy_objects.RADIUS, toy_objects.FOVY, size), 0.0, a, toy_objects.RADIUS)
+             for a in NOVEL_OFFSETS]
+    gt, _ = toy_objects.render_views(gt_mesh, [v.camera for v in views])
+    inp = (rgb * mask + (1 - mask))[None].expand(len(views), -1, -1, -1)
+    asked = [View(v.camera, 0.0, -v.azimuth, toy_objects.RADIUS) for v in views] if mirror else views
+    pred = g.refine(inp.clone(), asked, strength=0.0, steps=steps)  # strength 0: from pure noise
+
+    def scores(x):
+        ps = [float(-10 * torch.log10(((a - b) ** 2).mean().clamp_min(1e-10))) for a, b in zip(x, gt)]
+        ious = [mask_iou(_mask(a), _mask(b)) for a, b in zip(x, gt)]
+        return {"psnr": float(np.mean(ps)), "iou": float(np.mean(ious)), "psnr_per_view": [round(p, 2) for p in ps],
+                "iou_per_view": [round(i, 3) for i in ious]}
+    grid = torch.cat([torch.cat(list(gt), 2), torch.cat(list(pred), 2)], 1)
+    grid_path = os.path.join(os.path.dirname(png), f"novel_views_{seed}{'_mirrored' if mirror else ''}.png")
+    save_image(grid_path, grid.permute(1, 2, 0).numpy())
+    return {"prior": scores(pred), "input_copied": scores(inp), "grid": grid_path}
+
+
 def novel_view_scores(model: str, objects: int, work: str, guidance_scale: float = 3.0, mirrored: bool = False) -> dict:
-    """bench_toy.novel_views on the first ``objects`` held-out objects, averaged: PSNR and mask IoU
+    """``novel_views`` on the first ``objects`` held-out objects, averaged: PSNR and mask IoU
     of the prior's DDIM samples (``prior``) and of the input view copied (``input_copied``); with
     ``mirrored`` also of the samples conditioned on the azimuths negated (``prior_mirrored``)."""
-    from bench_toy import novel_views
-
     rows = []
     for s in range(toy_objects.HELDOUT_START, toy_objects.HELDOUT_START + objects):
         example = toy_objects.write_example(s, os.path.join(work, "inputs"))
@@ -153,44 +175,3 @@ def table(results: dict) -> str:
             lines.append(f"\n{os.path.relpath(model)}: novel views PSNR {nv['prior']['psnr']:.2f} dB, mask IoU {nv['prior']['iou']:.3f} "
                          f"(input view copied: {nv['input_copied']['psnr']:.2f} dB, {nv['input_copied']['iou']:.3f})")
     return "\n".join(lines)
-
-
-def main(argv=None):
-    from cli import COUNT, NONNEG_INT, POSITIVE
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=[os.path.join(ROOT, "models", "toy-zero123")])
-    ap.add_argument("--objects", type=COUNT, default=50, help="objects per split (training, held-out)")
-    ap.add_argument("--views", type=COUNT, default=8, help="target views per object")
-    ap.add_argument("--novel", type=NONNEG_INT, default=16, help="held-out objects for the DDIM novel views (0: none)")
-    ap.add_argument("--guidance-scale", type=POSITIVE, default=3.0,
-                    help="CFG scale of the novel views (configs/toy.yaml's)")
-    ap.add_argument("--work", default=os.path.join(ROOT, "logs", "eval_toy_prior"),
-                    help="inputs and view grids, a folder per model")
-    ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0: torch's default)")
-    args = ap.parse_args(argv)
-    for m in args.models:
-        if not os.path.isfile(os.path.join(m, "model_index.json")):
-            raise ValueError(f"no toy model at {m} (python scripts/train_toy_prior.py --out {m})")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from guidance.loading import quiet_libraries
-
-    quiet_libraries()
-    # each model's novel-view grids in a folder of its own (they are named by object seed)
-    results = {m: evaluate(m, args.objects, args.views, args.novel,
-                           os.path.join(args.work, f"{i}_{os.path.basename(os.path.normpath(m))}"), args.guidance_scale)
-               for i, m in enumerate(args.models)}
-    print(table(results))
-    if args.json:
-        from io_utils import save_json
-
-        save_json(args.json, results)
-    return 0
-
-
-if __name__ == "__main__":
-    from cli import guarded
-
-    sys.exit(guarded(main))

@@ -1,4 +1,4 @@
-"""Procedural toy objects for the small Zero123 trained here (scripts/train_toy_prior.py).
+"""Procedural toy objects for the small Zero123 trained here (toy/train_prior.py).
 
     mesh = make_object(seed)                       one object, defined by its integer seed
     cams = object_cameras(seed, n, resolution)     its training views (orbit cameras)

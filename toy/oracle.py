@@ -8,7 +8,7 @@ It is the toy Zero123 guidance (``guidance.zero123.Zero123Guidance``: timesteps,
 the VAE encoding of renders, SDS, stage 2's SDEdit all run unchanged) with one thing replaced: the
 denoiser. For noisy latents x_t at timestep t and each view's camera embedding exactly as the
 guidance builds it for the UNet (``camera_T``), it turns the embedding back into a camera with
-Zero123's training-data convention (``toy_objects.camera_from_zero123_T``, the inverse of
+Zero123's training-data convention (``toy.objects.camera_from_zero123_T``, the inverse of
 ``zero123_T``, not guidance/zero123.py), renders the object's ground truth there at the prior's
 resolution on that view's background, encodes it with the checkpoint's VAE (posterior mean) to
 x0, and returns eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t) on both CFG branches. A loop fed
@@ -19,20 +19,15 @@ with a mirrored orbit convention would: the oracle then describes the mirror ima
 """
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import replace
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import toy_objects  # noqa: E402
-from cameras import Camera, orbit_camera  # noqa: E402
-from guidance.diffusion import common_kwargs  # noqa: E402
-from guidance.zero123 import Zero123Guidance  # noqa: E402
+from cameras import Camera, orbit_camera
+from guidance.diffusion import common_kwargs
+from guidance.zero123 import Zero123Guidance
+from mesh_renderer import render_mesh
+from toy import objects as toy_objects
 
 
 class OracleZero123(Zero123Guidance):
@@ -52,10 +47,10 @@ class OracleZero123(Zero123Guidance):
         return cls(cfg.guidance_model, toy_objects.make_object(seed), mirror_azimuth, cfg.fovy, exact_targets,
                    resolution=cfg.zero123_resolution, **common_kwargs(cfg, device, cfg.guidance_scale))
 
-    def camera_T(self, views):
+    def camera_T(self, views, index=None):
         if self.mirror_azimuth:
             views = [replace(v, azimuth=-v.azimuth) for v in views]
-        return super().camera_T(views)
+        return super().camera_T(views, index)
 
     def cameras(self, views, size: int | None = None) -> list:
         """The cameras the embeddings of ``views`` describe, read back with Zero123's convention
@@ -74,8 +69,6 @@ class OracleZero123(Zero123Guidance):
     @torch.no_grad()
     def ground_truth(self, views, size: int | None = None) -> torch.Tensor:
         """Renders [B,3,S,S] of the object at the cameras of ``views``' embeddings, on their backgrounds."""
-        from mesh_renderer import render_mesh
-
         return torch.stack([render_mesh(self.mesh, cam, v.background, "torch")["image"]
                             for cam, v in zip(self.cameras(views, size), views)]).to(self.device)
 

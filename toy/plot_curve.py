@@ -1,9 +1,9 @@
 """The toy prior's learning curve as a picture: held-out novel-view PSNR, mask IoU and the
 mirrored-azimuth gap against UNet training hours.
 
-    python scripts/plot_toy_curve.py logs/toy_prior_work/curve.json [more/curve.json ...] --out curve.png
+    python toy/plot_curve.py logs/toy_prior_work/curve.json [more/curve.json ...] --out curve.png
 
-Each input is the ``curve.json`` that ``train_toy_prior.py --eval-every N`` writes in its
+Each input is the ``curve.json`` that ``toy/train_prior.py --eval-every N`` writes in its
 ``--work`` (or a model's ``training.json`` that holds a ``curve``); one line per input, labelled
 by its folder. The input view copied is drawn dashed: a prior worth its training lies above it on
 PSNR and IoU, and above zero on the gap (conditioning on the mirrored azimuth makes it worse).
@@ -11,7 +11,6 @@ PSNR and IoU, and above zero on the gap (conditioning on the mirrored azimuth ma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -20,16 +19,16 @@ sys.path.insert(0, ROOT)
 
 
 def read_curve(path: str) -> list:
-    from io_utils import require_file
+    from io_utils import load_json, require_file
 
     require_file(path, "learning curve")
     try:
-        data = json.load(open(path))
+        data = load_json(path)
     except ValueError as e:
         raise ValueError(f"{path}: not JSON ({e})") from None
     points = data.get("curve") if isinstance(data, dict) else data
     if not isinstance(points, list) or not points or not all(isinstance(p, dict) and "hours" in p for p in points):
-        raise ValueError(f"{path} holds no learning curve (train_toy_prior.py --eval-every N writes one in --work)")
+        raise ValueError(f"{path} holds no learning curve (toy/train_prior.py --eval-every N writes one in --work)")
     return sorted(points, key=lambda p: p["step"])
 
 

@@ -1,16 +1,17 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from helpers import make_gaussians
-from io_utils import save_image
+from io_utils import load_json, save_image
 from mesh import Mesh
 from mesh_renderer import render_mesh
-from views import ViewsError, from_gaussians, from_transforms, orbit_cameras
+from posed_views import ViewsError, from_gaussians, from_transforms, orbit_cameras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPOT = os.path.join(ROOT, "data", "spot", "spot_triangulated.obj")
@@ -25,7 +26,7 @@ def write_blender_folder(folder, mesh, cams):
         rgba = torch.cat([o["image"], o["alpha"]]).permute(1, 2, 0).numpy()
         save_image(str(folder / "train" / f"r_{i}.png"), rgba)
         frames.append({"file_path": f"./train/r_{i}", "transform_matrix": c.c2w.tolist()})
-    json.dump({"camera_angle_x": cams[0].fovx, "frames": frames}, open(folder / "transforms.json", "w"))
+    Path(folder / "transforms.json").write_text(json.dumps({"camera_angle_x": cams[0].fovx, "frames": frames}))
 
 
 def test_transforms_json_round_trip(tmp_path):
@@ -50,10 +51,10 @@ def test_transforms_json_round_trip(tmp_path):
 def test_malformed_transforms_are_clear_errors(tmp_path):
     spot = Mesh.load(SPOT)
     write_blender_folder(tmp_path, spot, orbit_cameras(2, 32, 3.0, 40.0))
-    meta = json.load(open(tmp_path / "transforms.json"))
+    meta = load_json(tmp_path / "transforms.json")
 
     def check(m, pattern):
-        json.dump(m, open(tmp_path / "transforms.json", "w"))
+        Path(tmp_path / "transforms.json").write_text(json.dumps(m))
         with pytest.raises(ViewsError, match=pattern):
             from_transforms(str(tmp_path), 32, 2.0)
 
@@ -78,7 +79,7 @@ def test_degenerate_poses_are_one_line_errors_naming_the_frame(tmp_path):
 
     spot = Mesh.load(SPOT)
     write_blender_folder(tmp_path, spot, orbit_cameras(3, 32, 3.0, 40.0))
-    meta = json.load(open(tmp_path / "transforms.json"))
+    meta = load_json(tmp_path / "transforms.json")
     frames = meta["frames"]
     mirror = np.array(frames[1]["transform_matrix"])
     mirror[:3, 0] *= -1
@@ -91,10 +92,10 @@ def test_degenerate_poses_are_one_line_errors_naming_the_frame(tmp_path):
              ([frames[0], {**frames[1], "transform_matrix": mirror.tolist()}, frames[2]], "frame 1 .* mirrors the scene"),
              ([frames[0], {**frames[1], "transform_matrix": shear.tolist()}, frames[2]], "frame 1 .* not a rotation")]
     for fr, pattern in cases:
-        json.dump({**meta, "frames": fr}, open(tmp_path / "transforms.json", "w"))
+        Path(tmp_path / "transforms.json").write_text(json.dumps({**meta, "frames": fr}))
         with pytest.raises(ViewsError, match=pattern):
             from_transforms(str(tmp_path), 32, 2.0)
-    json.dump({**meta, "frames": cases[0][0]}, open(tmp_path / "transforms.json", "w"))
+    Path(tmp_path / "transforms.json").write_text(json.dumps({**meta, "frames": cases[0][0]}))
     r = cli("main.py", "--config", "configs/recon.yaml", f"input={tmp_path}", f"outdir={tmp_path / 'out'}", "save_path=x")
     assert r.returncode != 0 and "frame 1" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert "RuntimeWarning" not in r.stderr and "SVD" not in r.stderr
