@@ -104,6 +104,7 @@ def test_missing_ray_is_a_one_line_error(tmp_path):
     assert "needs the ray package: pip install -r requirements-ray.txt" in r.stderr
 
 
+@pytest.mark.slow
 def test_local_timeout_stops_and_records_a_stuck_job(tmp_path):
     d = make_inputs(tmp_path / "in", names=("ico4uv",), bad=False)
     out = tmp_path / "out"
@@ -132,6 +133,7 @@ def ray_head():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_ray_runs_every_job_retries_a_failure_and_matches_local(tmp_path, ray_head):
     d = make_inputs(tmp_path / "in")
     ray_out, local_out = tmp_path / "ray", tmp_path / "local"
@@ -158,6 +160,7 @@ def test_ray_runs_every_job_retries_a_failure_and_matches_local(tmp_path, ray_he
         assert a["stage2"]["outputs"]["mesh"] == str(ray_out / f"{name}.obj")  # paths point at outdir, not staging
 
 
+@pytest.mark.slow
 def test_a_killed_ray_run_resumes_without_redoing_finished_inputs(tmp_path, ray_head):
     d = make_inputs(tmp_path / "in", bad=False)
     out = tmp_path / "out"
@@ -183,6 +186,7 @@ def test_a_killed_ray_run_resumes_without_redoing_finished_inputs(tmp_path, ray_
     assert os.path.getmtime(out / f"{first}_run.json") == stamp  # not redone
 
 
+@pytest.mark.slow
 def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
     """--jobs 2: each job's torch gets half the cores (at least one), never all of them each."""
     d = make_inputs(tmp_path / "in", bad=False)

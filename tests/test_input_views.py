@@ -226,6 +226,7 @@ IOU_MIN = 0.665
 PSNR_270_MIN = 14.2
 
 
+@pytest.mark.slow
 def test_two_views_both_stages_beat_one_view(tmp_path):
     """Both stages from the front and the back of a held-out toy object with the shipped prior: the
     geometry and the colours at the side no input faces beat what one view reaches (bounds above),
@@ -267,6 +268,7 @@ def test_demo_app_passes_extra_views_as_a_view_list(tmp_path):
     assert list(cfg.input) == paths and list(cfg.input_azimuths) == [0.0, 180.0]
 
 
+@pytest.mark.slow
 def test_bench_input_views_unseen_azimuths_must_be_unseen(tmp_path):
     """--unseen names the views scored as unseen; one that an input view faces is a one-line error
     before any run (90 is 90 degrees from 0 and 180, so unseen by the set 0,180; 180 is an input)."""

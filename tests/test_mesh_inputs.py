@@ -314,6 +314,7 @@ def test_vertex_colours_survive_an_obj_and_glb_round_trip(tmp_path):
 
 # ------------------------------------------------------------------ through the command line
 @pytest.mark.parametrize("name", [n for n, (k, _) in EXPECTED.items() if k == "error"])
+@pytest.mark.slow
 def test_unusable_corpus_files_are_one_line_errors_from_main_and_eval(tmp_path, name):
     path = os.path.join(CORPUS, name)
     r = cli("main.py", "--config", "configs/recon.yaml", f"input={path}", f"outdir={tmp_path}", "save_path=x")
@@ -327,6 +328,7 @@ def test_unusable_corpus_files_are_one_line_errors_from_main_and_eval(tmp_path, 
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error: "), r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_an_uncoloured_mesh_is_grey_and_said_so_in_log_run_json_and_eval(tmp_path):
     path = os.path.join(CORPUS, "cube.OBJ")
     r = cli("main.py", "--config", "configs/recon.yaml", f"input={path}", f"outdir={tmp_path}", "save_path=c",
@@ -349,6 +351,7 @@ GREY_BASELINE_MARGIN = 2.5  # dB over the same geometry in neutral grey (what a 
 
 
 @pytest.mark.parametrize("name,psnr_min", [("capsule.obj", 18.0), ("BoxTextured.glb", 16.0)])
+@pytest.mark.slow
 def test_short_reconstruction_reproduces_the_colours(tmp_path, name, psnr_min):
     """16 views at 96 px, 200 + 30 steps (about 25 s each). Measured here: capsule 19.9 dB
     (grey 14.6, white 8.5), BoxTextured 17.7 dB (grey 13.4, white 9.9): a texture lost on the

@@ -382,6 +382,7 @@ def test_sds_is_the_reference_formula(mvdream):
 
 # ----------------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("config", ["text_mv.yaml", "imagedream.yaml"])
+@pytest.mark.slow
 def test_main_and_main2_end_to_end(tmp_path, config, mvdream_file, imagedream_file, tokenizer):
     from mesh import Mesh
 

@@ -105,6 +105,7 @@ def oracle_run(tmp_path, mirror, stage2=True):
     return m, fine
 
 
+@pytest.mark.slow
 def test_oracle_loop_recovers_the_object_and_stage2_improves_it(tmp_path):
     """Both stages with the perfect prior: the geometry and the back's colours beat the untrained
     network's by a wide margin, and stage 2 raises PSNR and SSIM over stage 1's texture."""
@@ -115,6 +116,7 @@ def test_oracle_loop_recovers_the_object_and_stage2_improves_it(tmp_path):
     assert fine["psnr"] > m["psnr"] and fine["ssim"] > m["ssim"], (m, fine)
 
 
+@pytest.mark.slow
 def test_mirrored_azimuth_makes_the_mirror_image(tmp_path):
     """The same loop with the guidance's azimuth mirrored: the oracle describes the mirror image of
     this asymmetric object, SDS, densification and export build it, and it falls below the bounds

@@ -59,6 +59,7 @@ def test_stage2_writes_glb_from_an_obj_stage1(image_run, zero123_path):
     assert m.vt is not None and m.albedo is not None
 
 
+@pytest.mark.slow
 def test_reconstruction_of_spot_end_to_end(tmp_path):
     """Small and fast (16 views at 96x96, 300 steps, about a minute): bounds that a broken stage
     violates (wrong scale or handedness, a flipped texture or a threshold that loses the surface
@@ -174,6 +175,7 @@ def test_ctrl_c_saves_the_gaussians(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(tmp_path, "c_mesh.obj"))
 
 
+@pytest.mark.slow
 def test_nan_or_empty_gaussians_are_one_line_errors(tmp_path):
     from helpers import make_gaussians
 
@@ -232,6 +234,7 @@ def test_stage1_resumes_from_a_ply(tmp_path):
     assert r["steps"] == 2 and os.path.isfile(os.path.join(tmp_path, "r_model.ply"))
 
 
+@pytest.mark.slow
 def test_recon_gaussians_are_written_in_the_inputs_frame_like_the_meshes(tmp_path):
     """The .ply overlays the input mesh (in the input's coordinates, as the meshes written), and
     load= reads it back into the frame training uses, to the same numbers."""
@@ -270,6 +273,7 @@ def test_recon_gaussians_are_written_in_the_inputs_frame_like_the_meshes(tmp_pat
 
 
 @pytest.mark.parametrize("layout", ["zero123_path", "zero123_bin_path", "zero123_community_path", "sd_path"])
+@pytest.mark.slow
 def test_main_and_main2_run_on_every_published_layout(request, tmp_path, layout):
     """The command users run, on a folder in each published layout (built from its specification)."""
     path = request.getfixturevalue(layout)
@@ -318,6 +322,7 @@ def test_a_mesh_with_nan_vertices_is_refused_in_one_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_fails_within_seconds(tmp_path):
     import time
 
@@ -353,6 +358,7 @@ def _terminate_when_training(args, marker):
     return p.returncode, b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_what_each_stage_has(tmp_path):
     common = ["--config", "configs/recon.yaml", f"input={SPOT}", f"outdir={tmp_path}", "save_path=t",
               *[a for a in SMALL if a != "quiet=true"], "recon_num_views=4"]

@@ -120,6 +120,7 @@ def test_radii_visibility_and_culling():
     assert out["visibility"][2:].sum() > 20 and (out["radii"][out["visibility"]] > 0).all()
 
 
+@pytest.mark.slow
 def test_512_with_20k_gaussians_renders_on_cpu():
     """The sparse tiled design keeps memory bounded (a dense N x H x W would be 20 GB)."""
     g = GaussianModel(0).init_random_blob(20000, seed=0)

@@ -80,6 +80,7 @@ def copy_of(finished, tmp_path):
 
 # ----------------------------------------------------------------- 1. outputs that belong together
 class TestOutputsBelongTogether:
+    @pytest.mark.slow
     def test_a_second_run_with_the_same_save_path_refuses_at_start(self, tmp_path):
         first = subprocess.Popen([sys.executable, "main.py", "--config", "configs/toy.yaml", *TINY, "iters=100000",
                                   f"input={TOY}", "save_path=x", f"outdir={tmp_path}"], cwd=ROOT,
@@ -160,6 +161,7 @@ class TestOutputsBelongTogether:
         Stage2(toy_cfg(out, f"mesh={os.path.join(out, 'x_mesh.obj')}"), log=lambda *a: None).run()
         assert load_json(os.path.join(out, "x_run.json"))["stage2"]["input_mesh"]["chosen"] is True
 
+    @pytest.mark.slow
     def test_stage2_refuses_another_input_or_a_changed_mesh(self, finished, tmp_path):
         out = copy_of(finished, tmp_path)
         r = main_cli("main2.py", out, image=OTHER)
@@ -225,6 +227,7 @@ class TestFailingWhileWriting:
             return subprocess.CompletedProcess([], 2, "", error_line(e) + "\n")
         return subprocess.CompletedProcess([], 0, "", "")
 
+    @pytest.mark.slow
     def test_disk_full_during_the_mesh_export_publishes_no_part_of_the_mesh(self, tmp_path, monkeypatch):
         out = tmp_path / "disk"
         with small_disk(out, 64, monkeypatch) as mounted:
@@ -237,6 +240,7 @@ class TestFailingWhileWriting:
             assert s1["status"] == "writing"  # so stage 2 will not take the folder's contents as a run
             assert "saved to" not in line
 
+    @pytest.mark.slow
     def test_the_gaussians_of_a_finished_training_are_never_lost(self, tmp_path, monkeypatch):
         from gaussians import GaussianModel
 
@@ -372,12 +376,28 @@ def commands():
 
 
 SCRIPTS = commands()
+# the fast lane runs the fault injection on one command of each folder; the others in the full suite
+FAST_SCRIPTS = ("main.py", "scripts/batch.py", "benchmarks/bench_mesh.py", "toy/train_prior.py")
 
 
 def test_every_command_is_found():
     assert {"main.py", "main2.py", "process.py", "app.py", "scripts/batch.py", "scripts/show.py",
             "benchmarks/bench_mesh.py", "toy/train_prior.py"} <= set(SCRIPTS)
     assert not {"batches.py", "metrics.py", "toy/runs.py", "demo.py"} & set(SCRIPTS)  # libraries run nothing
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_command_loads_without_running(script):
+    """Each command's module-level code (its imports of the project's modules) runs in this process
+    without starting the command: the fast lane's reach into every program."""
+    import runpy
+
+    before = list(sys.path)
+    try:
+        names = runpy.run_path(os.path.join(ROOT, script), run_name="not_main")
+    finally:
+        sys.path[:] = before
+    assert callable(names.get("main")) or "run_stage" in names, f"{script}: no main() and no stage"
 
 
 INJECT = """
@@ -393,7 +413,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 class TestNoTraceback:
-    @pytest.mark.parametrize("script", SCRIPTS)
+    @pytest.mark.parametrize("script", [s if s in FAST_SCRIPTS else pytest.param(s, marks=pytest.mark.slow)
+                                        for s in SCRIPTS])
     def test_an_unexpected_error_is_one_line_and_a_log(self, tmp_path, script):
         """A fault injected where every script starts (its argument parsing) reaches the script's
         last line of defence: one line naming a log file, the traceback in that file; --debug
@@ -411,6 +432,7 @@ class TestNoTraceback:
         assert r.returncode != 0 and "Traceback" in r.stderr and "injected fault" in r.stderr
 
     @pytest.mark.parametrize("kind", ["ZeroDivisionError", "RuntimeError"])  # torch raises RuntimeError for bugs
+    @pytest.mark.slow
     def test_main_writes_the_traceback_beside_the_outputs(self, tmp_path, kind):
         r = subprocess.run([sys.executable, "-c", """
 import sys, runpy, trainer
@@ -505,6 +527,7 @@ class TestNoSilentGuesses:
         with pytest.raises(ValueError, match="alpha channel is empty"):
             self.context(tmp_path, empty)
 
+    @pytest.mark.slow
     def test_a_very_large_image_is_one_warning_line_of_ours(self, tmp_path):
         """An image above PIL's safe-read size (89 megapixels; lowered here so that a small file
         crosses it) is read with the project's one-line warning, in the log and run.json, instead

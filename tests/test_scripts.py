@@ -131,6 +131,7 @@ def test_winding_numbers_and_outer_surface_against_exact_spheres():
     assert outer_surface(one) is one
 
 
+@pytest.mark.slow
 def test_batch_runs_resumes_and_survives_failures(tmp_path, zero123_path):
     from PIL import Image
 
@@ -159,6 +160,7 @@ def test_batch_runs_resumes_and_survives_failures(tmp_path, zero123_path):
     assert "at least 32x32" in (out / "bad.log").read_text()
 
 
+@pytest.mark.slow
 def test_mesh_from_ply_remeshes_without_training(tmp_path):
     from gaussians import sphere_of_gaussians
 
@@ -176,6 +178,7 @@ def test_mesh_from_ply_remeshes_without_training(tmp_path):
     assert r.returncode == 2 and "try a threshold" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     """scripts/gpu_check.py's steps with the tiny model: parity tests (skipped without CUDA),
     the rasterizer benchmark, both stages on a hub-layout checkpoint and every prior's SDS step,
@@ -198,6 +201,7 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
         assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_finetune_decoder_trains_the_decoder_only_and_records_it(tmp_path):
     """The shipped prior's VAE, a few decoder steps on 2 training objects: the encoder (so the latents
     the UNet knows, and stage 1) bit-identical, the decoder moved, the run appended to training.json;

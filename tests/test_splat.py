@@ -67,6 +67,7 @@ def test_bad_splat_files_are_one_line_errors(tmp_path):
         GaussianModel.load(str(tmp_path / "nan.splat"))
 
 
+@pytest.mark.slow
 def test_converter_and_stage1_splat_format(tmp_path):
     g = make_gaussians(50, seed=1)
     g.save_ply(str(tmp_path / "m.ply"))

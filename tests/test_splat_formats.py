@@ -283,6 +283,7 @@ def test_damaged_compressed_ply_is_a_one_line_error(tmp_path):
     assert_refused(tmp_path, (("cut.compressed.ply", "truncated or damaged"), ("bad.compressed.ply", "chunks for 300")))
 
 
+@pytest.mark.slow
 def test_convert_splat_writes_by_the_destination_and_refuses_what_it_cannot(tmp_path):
     r = cli("scripts/convert_splat.py", SOURCE, "--out", str(tmp_path / "a.compressed.ply"))
     assert r.returncode == 0, r.stderr

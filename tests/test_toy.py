@@ -48,7 +48,7 @@ def test_blender_mapping_puts_up_on_z_and_front_on_minus_y():
 
 
 @pytest.mark.parametrize("stable", [False, True])
-def test_guidance_camera_embedding_equals_zero123_training_formula(stable):
+def test_guidance_relative_camera_equals_zero123_training_formula(stable):
     """The guidance's embedding of (input view, novel view) pairs is what Zero123 saw in training:
     this ties our orbit convention (elevation sign, azimuth direction) to Zero123's independently
     of guidance/zero123.py. A mirrored azimuth or a flipped elevation fails here."""
@@ -139,6 +139,7 @@ def test_no_prior_baseline_trains_on_the_input_view_alone(tmp_path):
     assert torch.equal(g.refine(img.detach(), [], 0.8, 10), img.detach())
 
 
+@pytest.mark.slow
 def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     from guidance.zero123 import Zero123Guidance
 
@@ -178,6 +179,7 @@ def test_train_script_smoke_run_writes_a_loadable_folder(tmp_path):
     assert r.returncode == 2 and "only a larger --unet-steps continues it" in r.stderr
 
 
+@pytest.mark.slow
 def test_train_script_continues_a_model_folder(tmp_path):
     """--init-from: the folder's VAE (encoder and decoder) and image encoder kept bit for bit, its
     UNet and projection trained on from their exported weights; the record keeps the folder's.
@@ -234,6 +236,7 @@ def test_train_script_continues_a_model_folder(tmp_path):
     assert r.returncode == 2 and "is the --init-from folder" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_shipped_prior_reads_its_input_view_on_unseen_objects(tmp_path):
     """The prior's own knowledge, without a 3D run (toy/eval_prior.py): on held-out
     objects its conditions (input view + camera) cut the epsilon error at t=700 well below its
@@ -280,6 +283,7 @@ def test_min_snr_weights_are_hang_et_al_s():
     assert torch.equal(min_snr_weights(ab, 0.0), torch.ones(6))
 
 
+@pytest.mark.slow
 def test_step_benchmark_times_every_variant(tmp_path):
     out = tmp_path / "step.json"
     r = cli("benchmarks/bench_toy_step.py", "--batches", "2", "4", "--steps", "1", "--threads", "1", "--json", str(out))
@@ -338,6 +342,7 @@ def toy_run(tmp_path_factory):
     return out, r1, r2
 
 
+@pytest.mark.slow
 def test_toy_image_to_3d_finds_the_unseen_side(toy_run):
     """Both stages with the shipped prior on a held-out object: the geometry (F-score at 1 %, and
     the silhouettes from the three views facing away from the input) must beat what the input view
@@ -360,6 +365,7 @@ def test_toy_image_to_3d_finds_the_unseen_side(toy_run):
     assert m["chamfer"] <= CHAMFER_MAX, m
 
 
+@pytest.mark.slow
 def test_remesh_makes_stage1_mesh_again_from_the_saved_gaussians(toy_run, tmp_path):
     """bench_toy.remesh (``--remesh``): the mesh export as configured now, on the Gaussians a run
     saved, without training; the run's record names the new mesh, so stage 2 accepts it. With the
@@ -391,6 +397,7 @@ def test_remesh_makes_stage1_mesh_again_from_the_saved_gaussians(toy_run, tmp_pa
     assert read_run_json(paths["run"])["stage1"]["mesh"]["filled_cells"] > 0
 
 
+@pytest.mark.slow
 def test_learning_curve_points_and_plot(tmp_path):
     """toy/train_prior.py --eval-every N scores the EMA prior every N UNet steps (held-out novel views,
     the input view copied, the azimuth mirrored) into --work's curve.json and training.json, with
@@ -416,6 +423,7 @@ def test_learning_curve_points_and_plot(tmp_path):
     assert r.returncode == 2 and "no learning curve" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_vae_benchmark_scores_each_variant_along_its_schedule(tmp_path):
     out = tmp_path / "vae.json"
     r = cli("benchmarks/bench_toy_vae.py", "--objects", "2", "--views", "2", "--steps", "4", "--eval-every", "2",

@@ -94,6 +94,7 @@ class Server:
         return self.proc.returncode
 
 
+@pytest.mark.slow
 def test_empty_scene_reference(browser, tmp_path):
     """What a viser page with nothing in it looks like: the baseline the other screenshots beat."""
     viser = pytest.importorskip("viser")
@@ -108,6 +109,7 @@ def test_empty_scene_reference(browser, tmp_path):
         s.stop()
 
 
+@pytest.mark.slow
 def test_output_viewer_shows_splats_and_meshes_and_its_checkbox_reaches_the_server(browser, tmp_path):
     from gaussians import sphere_of_gaussians
 
@@ -143,6 +145,7 @@ def test_unique_labels_tell_repeated_names_apart():
     assert unique_labels(["/r/a/m.ply", "/r/b/m.ply", "/r/a/m.ply"]) == ["a/m.ply", "b/m.ply", "a/m.ply (2)"]
 
 
+@pytest.mark.slow
 def test_output_viewer_shows_every_path_when_file_names_repeat(browser, tmp_path):
     """Two runs side by side whose files share names, and one file given twice: every path is a
     scene node of its own with its own label and checkbox."""
@@ -182,6 +185,7 @@ def test_view_script_bad_input_is_one_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_live_view_renders_training_and_its_buttons_act(browser, tmp_path):
     port = free_port()
     out = tmp_path / "out"
@@ -244,6 +248,7 @@ def start_app(port, *overrides):
     return srv
 
 
+@pytest.mark.slow
 def test_demo_app_without_a_model_lists_examples_and_says_what_to_download(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -261,6 +266,7 @@ def test_demo_app_without_a_model_lists_examples_and_says_what_to_download(brows
         srv.stop()
 
 
+@pytest.mark.slow
 def test_demo_app_generates_a_model_from_an_example(browser, tmp_path, zero123_path):
     """The whole path through the page, on the tiny Zero123 in the published layout: pick an
     example, generate, and get the .glb, the turntable and the downloads."""
@@ -289,6 +295,7 @@ def test_demo_app_generates_a_model_from_an_example(browser, tmp_path, zero123_p
         srv.stop()
 
 
+@pytest.mark.slow
 def test_live_view_hook_in_stage_2_exports_the_mesh_on_request(tmp_path):
     """Without a browser: the hook the stage calls, a button press queued as the browser's would be."""
     pytest.importorskip("viser")
