@@ -144,30 +144,11 @@ class View:
     group: int | None = None  # views of one object for a multi-view prior (they share a background)
 
 
-def away_azimuth(azimuths, rng) -> float:
-    """An azimuth in [-180, 180) drawn with density proportional to its angular distance to the
-    nearest of ``azimuths`` (degrees; at least one)."""
-    a = np.sort(np.mod(np.asarray(azimuths, dtype=np.float64), 360.0))
-    gaps = np.diff(np.append(a, a[0] + 360.0))  # gap i runs from a[i] to the next input round the circle
-    p = gaps ** 2
-    i = int(rng.choice(len(a), p=p / p.sum()))  # a zero gap (one angle given twice) is never chosen
-    az = a[i] + float(rng.triangular(0.0, gaps[i] / 2, gaps[i]))
-    return float((az + 180.0) % 360.0 - 180.0)
-
-
 @dataclass
 class OrbitSampler:
     """Random orbit views around the object, as the reference draws them: elevation = the input
     view's ``elevation`` plus a uniform offset in [min_ver, max_ver] (kept within +-80 degrees),
-    azimuth uniform in [-180, 180), at distance ``radius``, rendered square at ``resolution``.
-
-    With ``away_from`` (the azimuths of several input views) a share ``away_prob`` of the draws
-    takes its azimuth away from them instead: density proportional to the angular distance to the
-    nearest input (a gap between neighbouring inputs is chosen with probability proportional to
-    its width squared, then a point in it from the triangular density peaking at its middle). The
-    input views' own losses already fix what they face; these draws give the prior more of what
-    none faces. ``away_prob`` 0 or no ``away_from`` draws exactly as the reference (same random
-    numbers)."""
+    azimuth uniform in [-180, 180), at distance ``radius``, rendered square at ``resolution``."""
 
     elevation: float
     min_ver: float
@@ -175,16 +156,12 @@ class OrbitSampler:
     radius: float
     fovy: float  # degrees
     resolution: int
-    away_from: tuple = ()  # degrees: the input views' azimuths (several views), else empty
-    away_prob: float = 0.0  # share of the draws away from them
 
     def draw(self, rng) -> tuple:
         el0 = self.elevation
         lo = max(min(self.min_ver, self.min_ver - el0), -80 - el0)
         hi = min(max(self.max_ver, self.max_ver - el0), 80 - el0)
         el = el0 + float(rng.uniform(lo, hi))
-        if self.away_from and self.away_prob > 0 and rng.random() < self.away_prob:
-            return el, away_azimuth(self.away_from, rng)
         return el, float(rng.uniform(-180, 180))
 
     def view(self, elevation: float, azimuth: float, group: int | None = None) -> View:

@@ -61,6 +61,8 @@ def check_types(base: DictConfig, override: DictConfig, source: str) -> DictConf
                 default = None
             else:
                 default = "???" if OmegaConf.is_missing(b, k) else b[k]
+            if OmegaConf.is_missing(o, k):  # "???": still mandatory (save_path), nothing to check
+                continue
             value = o[k]
             if isinstance(default, DictConfig):
                 if not isinstance(value, DictConfig):
@@ -156,9 +158,15 @@ def load_config(path: str, overrides: list[str] | tuple = ()) -> DictConfig:
 
 
 # ------------------------------------------------------------------------------ value rules
-# Every key of configs/image.yaml (the base of all configs) has a rule here, checked when the
-# config is loaded, before any input is read or model loaded (tests/test_config.py asserts that no
-# key lacks one). A rule is a function value -> None or the reason the value is wrong.
+# Every key of configs/base.yaml (the base of all configs) has a rule here, checked when the config
+# is loaded, before any input is read or model loaded (tests/test_config.py asserts that no key
+# lacks one). A rule is a function value -> None or the reason the value is wrong; its ``text``
+# says what it accepts (docs/configuration.md).
+
+def _rule(check, text: str):
+    check.text = text
+    return check
+
 
 def _num(lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
     def check(v):
@@ -168,14 +176,16 @@ def _num(lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
             return f"must be {'above' if lo_open else 'at least'} {lo}"
         if hi is not None and (v >= hi if hi_open else v > hi):
             return f"must be {'below' if hi_open else 'at most'} {hi}"
-    return check
+    bounds = [f"{'>' if lo_open else '>='} {lo}" if lo is not None else "",
+              f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""]
+    return _rule(check, f"{'whole number' if integer else 'number'} {' and '.join(b for b in bounds if b)}".strip())
 
 
 def _choice(*options, prefix=False):
     def check(v):
         ok = any(str(v) == o or (prefix and str(v).startswith(o + ":")) for o in options)
         return None if ok else f"must be one of {', '.join(options)}"
-    return check
+    return _rule(check, " \\| ".join(options) + (" (or cuda:N)" if prefix else ""))
 
 
 def _items(rule, min_len=0):
@@ -186,16 +196,13 @@ def _items(rule, min_len=0):
             why = rule(item)
             if why:
                 return f"item {i} ({item}) {why}"
-    return check
+    return _rule(check, f"list{f' of at least {min_len}' if min_len else ''}: each {rule.text}")
 
 
-def _any(v):
-    return None
-
-
-def _name(v):
-    return "must not be empty" if not str(v).strip() else None
-
+_any = _rule(lambda v: None, "")  # the type of the default is checked (check_types)
+_path = _rule(lambda v: None, "a path, or empty")
+_text = _rule(lambda v: None, "text, or empty")
+_name = _rule(lambda v: "must not be empty" if not str(v).strip() else None, "non-empty text")
 
 COUNT = _num(1, integer=True)  # a count: 1 or more
 NONNEG = _num(0)
@@ -204,26 +211,29 @@ FRACTION = _num(0, 1)
 ELEVATION = _num(-90, 90)
 
 RULES = {
-    "mode": _choice("image", "text", "recon"), "input": _any, "prompt": _any, "negative_prompt": _any,
+    "mode": _choice("image", "text", "recon"), "input": _rule(lambda v: None, "a path, a list of paths, or empty"),
+    "prompt": _text, "negative_prompt": _text,
     "elevation": ELEVATION, "input_azimuths": _items(_num(-360, 360)),
     "input_elevations": _items(ELEVATION), "ref_size": COUNT, "recenter": _any, "border_ratio": _num(0, 1, hi_open=True),
-    "outdir": _name, "save_path": _name, "mesh_format": _choice("obj", "glb"), "splat_format": _choice("ply", "splat", "compressed.ply", "spz", "sog", "glb"),
+    "outdir": _name, "save_path": _name, "mesh_format": _choice("obj", "glb"),
+    "splat_format": _choice("ply", "splat", "compressed.ply", "spz", "sog", "glb"),
     "gui": _any, "gui_host": _name, "gui_port": _num(0, 65535, integer=True), "gui_max_resolution": COUNT,
     "gui_render_budget": _num(0, 1, lo_open=True), "seed": _num(0, integer=True), "quiet": _any,
     "device": _choice("auto", "cuda", "cpu", "mps", prefix=True), "rasterizer": _choice("auto", "torch", "gsplat", "inria"),
     "mesh_renderer": _choice("auto", "torch", "nvdiffrast"), "tile_size": COUNT, "chunk_size": COUNT,
-    "guidance_model": _name, "zero123_resolution": _num(0, integer=True), "stable_zero123": _any, "zero123_blend_inputs": _any, "sd_model": _name,
+    "guidance_model": _name, "zero123_resolution": _num(0, integer=True), "stable_zero123": _any, "sd_model": _name,
     "guidance_dtype": _choice("auto", "fp16", "fp32", "bf16"), "guidance_scale": NONNEG, "sd_guidance_scale": NONNEG,
     "t_min": FRACTION, "t_max": FRACTION, "anneal_timestep": _any, "sds_weighting": _choice("sds", "uniform", "snr"),
     "grad_clip": NONNEG, "attention_slicing": _any, "lambda_zero123": NONNEG, "lambda_sd": NONNEG,
     "view_dependent_prompt": _any, "mvdream": _any, "imagedream": _any, "mvdream_model": _name,
-    "imagedream_model": _name, "imagedream_image_encoder": _any, "mv_tokenizer": _name,
+    "imagedream_model": _name, "imagedream_image_encoder": _rule(lambda v: None, "a hub id or folder, or empty"), "mv_tokenizer": _name,
     "imagedream_guidance_scale": NONNEG, "recon_num_views": COUNT, "recon_extent": POSITIVE,
     "recon_min_elevation": ELEVATION, "recon_max_elevation": ELEVATION, "input_max_texture": COUNT,
     "iters": COUNT, "batch_size": COUNT, "resolution_schedule": _items(COUNT, 1),
     "resolution_milestones": _items(_num(0, 1, lo_open=True, hi_open=True)), "lambda_rgb": NONNEG,
     "lambda_mask": NONNEG, "warmup_rgb_loss": _any, "radius": POSITIVE, "fovy": _num(0, 180, True, True),
-    "min_ver": ELEVATION, "max_ver": ELEVATION, "away_view_prob": FRACTION, "late_rgb_from": FRACTION, "late_rgb_scale": NONNEG, "invert_bg_prob": FRACTION, "load": _any, "num_pts": COUNT,
+    "min_ver": ELEVATION, "max_ver": ELEVATION, "late_rgb_from": FRACTION, "late_rgb_scale": NONNEG,
+    "invert_bg_prob": FRACTION, "load": _path, "num_pts": COUNT,
     "init_radius": POSITIVE, "init_opacity": _num(0, 1, True, True), "init_sh_dc": NONNEG,
     "sh_degree": _num(0, 3, integer=True), "position_lr_scale": NONNEG, "position_lr_init": NONNEG,
     "position_lr_final": NONNEG, "position_lr_delay_mult": NONNEG, "position_lr_max_steps": COUNT,
@@ -235,14 +245,32 @@ RULES = {
     "reset_opacity_value": _num(0, 1, lo_open=True), "final_prune_min_opacity": FRACTION,
     "final_prune_max_scale": NONNEG, "density_thresh": POSITIVE, "mc_resolution": _num(2, integer=True),
     "mc_num_blocks": COUNT, "mc_padding": NONNEG, "mc_sigma_cut": POSITIVE, "mc_margin": NONNEG,
-    "mc_min_opacity": _num(0, 1, hi_open=True), "mc_close_radius": _num(0, 0.5), "mc_fill_occluded": _num(0, 26, integer=True), "min_component_ratio": FRACTION, "remove_cavities": _any,
+    "mc_min_opacity": _num(0, 1, hi_open=True), "mc_close_radius": _num(0, 0.5),
+    "min_component_ratio": FRACTION, "remove_cavities": _any,
     "decimate_target": _num(0, integer=True), "texture_size": COUNT, "bake_resolution": COUNT,
     "bake_num_azimuth": COUNT, "bake_elevations": _items(_num(-89.9, 89.9), 1), "bake_top_bottom": _any,
-    "bake_grazing_cos": _num(-1, 1, hi_open=True), "bake_blend": _choice("first", "weighted"), "mesh": _any,
+    "bake_grazing_cos": _num(-1, 1, hi_open=True), "bake_blend": _choice("first", "weighted"), "mesh": _path,
     "iters_refine": _num(0, integer=True), "texture_lr": NONNEG, "texture_logits": _any, "train_geo": _any,
     "geom_lr": NONNEG, "refine_strength_start": FRACTION, "refine_strength_end": FRACTION,
     "refine_inference_steps": COUNT, "refine_resolution": COUNT, "refine_white_bg": _any, "lambda_refine": NONNEG,
     "lambda_ref_view": NONNEG,
+}
+
+# The modes a key acts in, where not every mode (image, text, recon).
+MODES = {
+    **dict.fromkeys(("input_azimuths", "input_elevations", "recenter", "border_ratio", "stable_zero123",
+                     "lambda_zero123", "guidance_model", "zero123_resolution", "guidance_scale", "imagedream",
+                     "imagedream_model", "imagedream_image_encoder", "imagedream_guidance_scale", "late_rgb_from",
+                     "late_rgb_scale", "lambda_ref_view"), ("image",)),
+    **dict.fromkeys(("prompt", "negative_prompt", "mvdream", "lambda_sd", "sd_model", "mvdream_model", "mv_tokenizer",
+                     "guidance_dtype", "sd_guidance_scale", "t_min", "t_max", "anneal_timestep", "sds_weighting",
+                     "grad_clip", "attention_slicing", "view_dependent_prompt", "elevation", "min_ver", "max_ver",
+                     "resolution_schedule", "resolution_milestones", "warmup_rgb_loss", "lambda_rgb", "lambda_mask",
+                     "refine_strength_start", "refine_strength_end", "refine_inference_steps", "lambda_refine"),
+                   ("image", "text")),
+    **dict.fromkeys(("recon_num_views", "recon_extent", "recon_min_elevation", "recon_max_elevation",
+                     "input_max_texture"), ("recon",)),
+    **dict.fromkeys(("ref_size", "invert_bg_prob", "refine_white_bg", "refine_resolution"), ("image", "recon")),
 }
 
 
@@ -279,3 +307,87 @@ def validate(cfg: DictConfig):
     if all(k in cfg for k in ("mc_resolution", "t_min", "min_ver", "resolution_milestones", "recon_min_elevation")):
         for key, why in _relations(cfg):
             raise ConfigError(f"config key '{key}' {why}")
+
+
+# ------------------------------------------------------------------------------ the reference
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def commented_keys(path: str) -> list:
+    """(group, key, comment) of each top-level key of a YAML config, in file order: ``### Group``
+    lines name the groups, ``key: value  # comment`` the keys (a folded value's comment line above it)."""
+    import re
+
+    out, group, above = [], "", ""
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith("###"):
+                group = line.strip("#\n ").strip()
+            elif line.startswith("#"):
+                above = line[1:].strip()
+            elif re.match(r"^[A-Za-z_]\w*:", line):
+                key = line.split(":", 1)[0]
+                comment = line.split("  # ", 1)[1].strip() if "  # " in line else above
+                if key != "_base_":
+                    out.append((group, key, comment))
+                above = ""
+    return out
+
+
+def _shown(value) -> str:
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if value is None:
+        return "(empty)"
+    if value == "???":
+        return "(required)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, str) and len(text) > 40:
+        text = text[:37] + "..."
+    return f"`{text}`" if text != "" else '`""`'
+
+
+def reference_markdown(folder: str = CONFIGS) -> str:
+    """docs/configuration.md: every key of every config, from configs/base.yaml (default, comment,
+    group), the rules above (what each key accepts, the modes it acts in) and each config's own
+    settings. ``python docs/build.py`` writes it; tests/test_config.py checks the file is current."""
+    base_path = os.path.join(folder, "base.yaml")
+    base = _load_yaml(base_path)
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".yaml") and f != "base.yaml")
+    own = {}
+    for name in names:
+        cfg, parent = OmegaConf.load(os.path.join(folder, name)), base
+        src = cfg.pop("_base_", None)
+        if src and src != "base.yaml":
+            parent = _load_yaml(os.path.join(folder, src))
+        for key in cfg:
+            mine = "???" if OmegaConf.is_missing(cfg, key) else cfg[key]
+            theirs = "???" if OmegaConf.is_missing(parent, key) else parent[key]
+            if OmegaConf.is_config(mine):
+                mine = OmegaConf.to_container(mine)
+            if OmegaConf.is_config(theirs):
+                theirs = OmegaConf.to_container(theirs)
+            if mine != theirs:
+                own.setdefault(key, []).append(f"{name}: {_shown(mine)}")
+    esc = lambda t: t.replace("|", "\\|")  # noqa: E731
+    lines = ["# Configuration reference", "",
+             "Every key of every config. `configs/base.yaml` holds each key's default and comment; the other configs",
+             "inherit it through `_base_` and set only what they change (*set by*). Any key can be overridden on the",
+             "command line as `key=value`; an unknown key or a value outside *accepts* is a one-line error before any",
+             "work. *Modes*: where the key acts (`mode=image`, `text` or `recon`). This page is generated from",
+             "`configs/` and the rules in `config.py` by `python docs/build.py`; do not edit it by hand.", ""]
+    group = None
+    for g, key, comment in commented_keys(base_path):
+        if g != group:
+            group = g
+            lines += ["", f"## {g}", "", "| key | default | accepts | modes | what it does | set by |",
+                      "|---|---|---|---|---|---|"]
+        default = "???" if OmegaConf.is_missing(base, key) else base[key]
+        accepts = RULES[key].text or {bool: "true \\| false"}.get(type(default), "text")
+        modes = ", ".join(MODES.get(key, ("all",)))
+        lines.append(f"| `{key}` | {esc(_shown(default))} | {accepts} | {modes} | {esc(comment)} | "
+                     f"{esc('; '.join(own.get(key, [])))} |")
+    return "\n".join(lines) + "\n"
+

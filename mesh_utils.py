@@ -136,61 +136,13 @@ def close_with_ball(occ: np.ndarray, radius: int) -> np.ndarray:
     return ndimage.distance_transform_edt(dilated) > radius
 
 
-# the 26 grid directions as 13 opposite pairs (d, -d)
-GRID_DIRECTIONS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) > (0, 0, 0)]
-GRID_DIRECTIONS += [(-i, -j, -k) for i, j, k in GRID_DIRECTIONS]
-
-
-def _shifted(a: np.ndarray, step) -> np.ndarray:
-    """``out[x] = a[x + step]``, False where ``x + step`` leaves the grid."""
-    out = np.zeros_like(a)
-    src = tuple(slice(max(0, s), n + min(0, s)) for s, n in zip(step, a.shape))
-    dst = tuple(slice(max(0, -s), n + min(0, -s)) for s, n in zip(step, a.shape))
-    out[dst] = a[src]
-    return out
-
-
-def _blocked(occ: np.ndarray, d) -> np.ndarray:
-    """Where the ray x + j d (j >= 1) meets an occupied cell before it leaves the grid: by doubling
-    (blocked within 2k steps = blocked within k steps here or k steps on), log2(side) shifts."""
-    d = np.array(d)
-    blocked, k = _shifted(occ, d), 1
-    while k < max(occ.shape):
-        blocked |= _shifted(blocked, d * k)
-        k *= 2
-    return blocked
-
-
-def occluded_directions(occ: np.ndarray):
-    """For every cell of the boolean grid ``occ``: how many of the 26 grid directions
-    (``GRID_DIRECTIONS``: the axes, face and space diagonals) meet an occupied cell (direction d
-    counts at x when occ[x + j d] for some j >= 1 inside the grid), and whether some direction
-    and its opposite both leave the grid unblocked (the cell lies in a tunnel through the object,
-    such as a torus' hole). Returns (count uint8, through bool)."""
-    count = np.zeros(occ.shape, np.uint8)
-    through = np.zeros(occ.shape, bool)
-    half = len(GRID_DIRECTIONS) // 2
-    for d, e in zip(GRID_DIRECTIONS[:half], GRID_DIRECTIONS[half:]):
-        a, b = _blocked(occ, d), _blocked(occ, e)
-        count += a
-        count += b
-        through |= ~a & ~b
-    return count, through
-
-
-def fill_interior(grid: torch.Tensor, thresh: float, radius: int, occluded: int = 0):
+def fill_interior(grid: torch.Tensor, thresh: float, radius: int):
     """Make solid the empty space of ``grid`` that the outside cannot reach through gaps wider than
     a ball of ``radius`` cells: the occupancy ``grid > thresh`` is closed with that ball (dilated,
     then eroded), every empty region of the closed occupancy not connected to the grid's border is
     filled, and the cells so added (also those the closing added: cracks, and concave creases
     narrower than the ball) take the density ``2 * thresh`` where theirs is lower. Returns (grid,
-    number of cells added). ``radius`` 0: only fully enclosed cavities are filled.
-    ``occluded`` > 0 fills also every empty cell from which at least that many of the 26 grid
-    directions meet the (closed, filled) occupancy and no two opposite ones both see out
-    (``occluded_directions``): a hollow behind a crack or pit wider than the ball, which the
-    outside reaches through one narrow cone. A tunnel through the object (a torus' hole) sees out
-    both ways and stays; a shallow bowl's inside sees out along more directions than a pit's
-    floor and stays, a deep one fills (untested on real objects)."""
+    number of cells added). ``radius`` 0: only fully enclosed cavities are filled."""
     from scipy import ndimage
 
     occ = (grid > thresh).cpu().numpy()
@@ -199,9 +151,6 @@ def fill_interior(grid: torch.Tensor, thresh: float, radius: int, occluded: int 
     if radius > 0:
         closed = close_with_ball(closed, radius)
     solid = ndimage.binary_fill_holes(closed)[pad:-pad, pad:-pad, pad:-pad]
-    if occluded > 0:
-        count, through = occluded_directions(solid)
-        solid = solid | ((count >= occluded) & ~through)
     add = torch.from_numpy(solid & ~occ).to(grid.device)
     out = grid.clone()
     out[add] = torch.clamp(out[add], min=2.0 * thresh)
@@ -402,9 +351,9 @@ def gaussians_to_mesh(gaussians, cfg, render_fn, log=print):
                                       cfg.mc_sigma_cut, cfg.mc_margin, cfg.mc_min_opacity)
     lap("density_query")
     filled = 0
-    if cfg.mc_close_radius > 0 or cfg.mc_fill_occluded > 0:
-        radius = max(1, int(round(cfg.mc_close_radius * (cfg.mc_resolution - 1)))) if cfg.mc_close_radius > 0 else 0
-        grid, filled = fill_interior(grid, cfg.density_thresh, radius, cfg.mc_fill_occluded)
+    if cfg.mc_close_radius > 0:
+        radius = max(1, int(round(cfg.mc_close_radius * (cfg.mc_resolution - 1))))
+        grid, filled = fill_interior(grid, cfg.density_thresh, radius)
         lap("fill_interior")
     verts, faces = marching_cubes(grid, centre, half, cfg.density_thresh)
     lap("marching_cubes")

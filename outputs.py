@@ -140,3 +140,19 @@ class RunLock:
     def __exit__(self, *exc):
         self.release()
         return False
+
+
+def machine_info() -> dict:
+    """What a result was measured on: CPU model, cores, torch version, GPU (if any), platform."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}

@@ -274,9 +274,7 @@ class Context:
         from cameras import OrbitSampler
 
         cfg = self.cfg
-        away = tuple(r.azimuth for r in self.refs) if len(self.refs) > 1 else ()  # one view: the reference's draws
-        orbit = OrbitSampler(self.elevation, cfg.min_ver, cfg.max_ver, cfg.radius, cfg.fovy, resolution,
-                             away_from=away, away_prob=cfg.away_view_prob)
+        orbit = OrbitSampler(self.elevation, cfg.min_ver, cfg.max_ver, cfg.radius, cfg.fovy, resolution)
         views = self.guidance.sample_views(cfg.batch_size, self.rng, orbit)
         backgrounds = {}
         for i, v in enumerate(views):

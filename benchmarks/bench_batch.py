@@ -21,6 +21,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from outputs import machine_info  # noqa: E402
 SMALL = ["iters=10", "iters_refine=2", "recon_num_views=4", "ref_size=48", "num_pts=300", "mc_resolution=32",
          "mc_num_blocks=2", "texture_size=64", "bake_resolution=48", "bake_num_azimuth=2", "bake_elevations=[0]",
          "decimate_target=2000", "density_thresh=0.2", "device=cpu", "rasterizer=torch", "mesh_renderer=torch"]
@@ -86,7 +89,7 @@ def main(argv=None):
     if args.json:
         from io_utils import save_json
 
-        save_json(args.json, {"jobs": args.jobs, "input": args.input, "rows": rows})
+        save_json(args.json, {"machine": machine_info(), "jobs": args.jobs, "input": args.input, "rows": rows})
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

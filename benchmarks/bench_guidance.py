@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -33,7 +32,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+
 from cameras import Camera, View  # noqa: E402
+from benchmarks import report  # noqa: E402
+from outputs import machine_info  # noqa: E402
 
 
 def build(kind, device, folder, size="full"):
@@ -119,14 +121,9 @@ def main():
         import gc
 
         gc.collect()
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(),
-               "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
+    machine = {**machine_info(), "threads": torch.get_num_threads()}
     print(json.dumps({"machine": machine}))
-    print("\n| model | op | views | resolution | device | dtype | median (s) | build (s) |\n|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['op']} | {r['views']} | {r['resolution']} | {r['device']} | {r['dtype']} | "
-              f"{r['median_s']} | {r['build_s']} |")
+    print("\n" + report.guidance_table({"results": rows}))
     if args.json:
         from io_utils import save_json
 

@@ -47,6 +47,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
 from io_utils import load_image, save_json  # noqa: E402
 from mesh import Mesh  # noqa: E402
 from mesh_utils import NoSurfaceError  # noqa: E402
@@ -218,7 +219,7 @@ def main(argv=None):
         unseen = list(args.unseen)
     results = {"settings": {"runs": args.runs, "view_sets": sets, "repeats": args.repeats, "unseen_azimuths": unseen,
                             "overrides": list(args.overrides),
-                            "model": args.model, "torch_threads": torch.get_num_threads()}}
+                            "model": args.model, "torch_threads": torch.get_num_threads(), "machine": machine_info()}}
     for seed in args.seeds:
         entry = results[str(seed)] = {run: {} for run in args.runs}
         for run in args.runs:

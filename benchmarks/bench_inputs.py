@@ -19,6 +19,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
+
 import torch  # noqa: E402
 
 from mesh import Mesh, MeshFormatError, NEUTRAL_GREY  # noqa: E402
@@ -86,7 +88,8 @@ def main(argv=None):
     if args.json:
         from io_utils import save_json
 
-        save_json(args.json, {"loads": loads, "recon": recons, "overrides": args.overrides})
+        save_json(args.json, {"machine": machine_info(), "loads": loads, "recon": recons,
+                              "overrides": args.overrides})
     return 0
 
 

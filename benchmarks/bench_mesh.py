@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 import torch  # noqa: E402
 
@@ -26,6 +26,8 @@ from gaussians import sphere_of_gaussians  # noqa: E402
 from gs_renderer import render  # noqa: E402
 from mesh_renderer import render_mesh  # noqa: E402
 from mesh_utils import clean_mesh, decimate, density_grid, gaussians_to_mesh, marching_cubes, unwrap_uv  # noqa: E402
+from benchmarks import report  # noqa: E402
+from outputs import machine_info  # noqa: E402
 
 
 def timed(fn, reps=1):
@@ -85,12 +87,9 @@ def main():
     timed(fb)
     t, _ = timed(fb, reps=5)
     rec("mesh_render_fwd_bwd_512", t, faces=int(mesh.f.shape[0]))
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    machine = machine_info()
     print(json.dumps({"machine": machine}))
-    print("\n| stage | seconds | details |\n|---|---|---|")
-    for r in rows:
-        extra = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("stage", "seconds"))
-        print(f"| {r['stage']} | {r['seconds']:.3f} | {extra} |")
+    print("\n" + report.mesh_table({"results": rows}))
     if args.json:
         from io_utils import save_json
 

@@ -14,12 +14,15 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import report  # noqa: E402
+from outputs import machine_info  # noqa: E402
+
 
 
 class PeakRSS:
@@ -123,15 +126,9 @@ def main():
             r = q.get()
             results.append(r)
             print(json.dumps(r), flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count(), "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
+    machine = machine_info()
     print(json.dumps({"machine": machine}))
-    print("\n| backend | device | size | Gaussians | fwd (s) | fwd+bwd (s) | peak mem (MiB) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['backend']} | {r['device']} | {r['size']} | {r['gaussians']} | {r['fwd_median_s']:.3f} "
-              f"| {r['fwd_bwd_median_s']:.3f} | {r['peak_mem_mib']:.0f} |")
+    print("\n" + report.render_table({"results": results}))
     if args.json:
         from io_utils import save_json
 

@@ -25,6 +25,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
+
 FORMATS = (".ply", ".compressed.ply", ".spz", ".sog", ".glb", ".splat")
 SPLAT_TRANSFORM = os.path.join(ROOT, "tools", "node_modules", ".bin", "splat-transform")
 
@@ -104,7 +106,7 @@ def main(argv=None):
     if args.json:
         from io_utils import save_json
 
-        save_json(args.json, results)
+        save_json(args.json, {**results, "machine": machine_info()})
     return 0
 
 

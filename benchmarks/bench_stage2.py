@@ -28,6 +28,8 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
+
 from toy import objects as toy_objects  # noqa: E402
 
 REFERENCE_EXPORT = ("texture_size=1024", "bake_resolution=512")  # the reference's coarse-mesh texture
@@ -158,7 +160,7 @@ def main(argv=None):
     if args.json:
         from io_utils import save_json
 
-        save_json(args.json, results)
+        save_json(args.json, {**results, "machine": machine_info()})
     return 0
 
 

@@ -46,6 +46,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
 from config import load_config  # noqa: E402
 from guidance.loading import quiet_libraries  # noqa: E402
 from io_utils import save_json  # noqa: E402
@@ -159,6 +160,7 @@ def main(argv=None):
     results["summary"]["seconds"] = round(time.perf_counter() - t0, 1)
     results["summary"]["config"] = os.path.relpath(args.config, ROOT)
     results["summary"]["overrides"] = list(args.overrides)
+    results["summary"]["machine"] = machine_info()
     print(table(results))
     if args.json:
         save_json(args.json, results)

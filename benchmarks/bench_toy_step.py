@@ -21,6 +21,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
+
 
 def step_seconds(unet, batch: int, steps: int, warmup: int = 2, channels_last: bool = False) -> float:
     import torch.nn.functional as F
@@ -91,7 +93,7 @@ def main(argv=None):
     if args.json:
         from io_utils import save_json
 
-        save_json(args.json, {"threads": torch.get_num_threads(), "rows": rows})
+        save_json(args.json, {"machine": machine_info(), "threads": torch.get_num_threads(), "rows": rows})
     return 0
 
 

@@ -24,6 +24,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
+
 from toy.prior import VAE_CONFIG  # noqa: E402
 
 SHIPPED_VAE = os.path.join(ROOT, "models", "toy-zero123", "vae")
@@ -141,7 +143,7 @@ def main(argv=None):
     if args.json:
         from io_utils import save_json
 
-        save_json(args.json, results)
+        save_json(args.json, {**results, "machine": machine_info()})
     return 0
 
 

@@ -21,6 +21,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from outputs import machine_info  # noqa: E402
+
 
 def free_port():
     with socket.socket() as s:
@@ -130,7 +132,7 @@ def main(argv=None):
     if args.json:
         from io_utils import save_json
 
-        save_json(args.json, {"rows": rows, "renders": renders, "render_seconds": render_s, "wall": wall,
+        save_json(args.json, {"machine": machine_info(), "rows": rows, "renders": renders, "render_seconds": render_s, "wall": wall,
                               "pinned": pinned, "overrides": args.overrides})
     shutil.rmtree(out, ignore_errors=True)
     return 0

@@ -114,9 +114,8 @@ class Zero123Guidance(DiffusionGuidance):
     image_size = 256
     loss_batch_mean = False  # the reference's Zero123 SDS loss is summed over the batch
 
-    def __init__(self, model_path, stable=False, resolution=0, blend_inputs=False, **kw):
+    def __init__(self, model_path, stable=False, resolution=0, **kw):
         self.stable = stable
-        self.blend_inputs = bool(blend_inputs)  # several inputs: mix the two nearest (input_weights)
         self.embeddings = None
         self.input_angles = []  # (azimuth, elevation) of each input view, the first at azimuth 0 (prepare)
         self.resolution = int(resolution)
@@ -128,7 +127,7 @@ class Zero123Guidance(DiffusionGuidance):
     def from_config(cls, cfg, device):
         stable = bool(cfg.stable_zero123) or "stable" in str(cfg.guidance_model).lower()
         return cls(cfg.guidance_model, stable=stable, resolution=cfg.zero123_resolution,
-                   blend_inputs=cfg.zero123_blend_inputs, **common_kwargs(cfg, device, cfg.guidance_scale))
+                   **common_kwargs(cfg, device, cfg.guidance_scale))
 
     def _load(self, path):
         from diffusers import DDIMScheduler
@@ -205,23 +204,6 @@ class Zero123Guidance(DiffusionGuidance):
             out.append(max(range(len(cos)), key=lambda k: cos[k]))
         return out
 
-    def input_weights(self, views) -> list:
-        """For each view, the input views its prediction is conditioned on, as (index, weight)
-        pairs. Without ``blend_inputs`` (or with one input): the nearest alone, weight 1. With it:
-        the two nearest in angle, theta_a <= theta_b, weighted linearly by angle (w_a = theta_b /
-        (theta_a + theta_b)): a view on an input is that input's alone, one midway between two is
-        half of each (the noise predictions are mixed: interpolated denoising, as ViewFusion)."""
-        if not self.blend_inputs or len(self.input_angles) == 1:
-            return [[(k, 1.0)] for k in self.nearest_input(views)]
-        out = []
-        for v in views:
-            ang = [math.acos(max(-1.0, min(1.0, c))) for c in self._input_cosines(v)]
-            a, b = sorted(range(len(ang)), key=lambda k: ang[k])[:2]
-            total = ang[a] + ang[b]
-            wa = 1.0 if total <= 0 else ang[b] / total
-            out.append([(a, wa), (b, 1.0 - wa)])
-        return out
-
     def camera_T(self, views, index=None) -> torch.Tensor:
         """[B, 4] relative cameras T of ``views`` to input views ``index`` (one per view;
         default each view's nearest, ``nearest_input``), as fed to the UNet."""
@@ -231,8 +213,8 @@ class Zero123Guidance(DiffusionGuidance):
         index = self.nearest_input(views) if index is None else index
         ref = [self.input_angles[k] for k in index]
         return relative_camera([v.elevation - el for v, (_, el) in zip(views, ref)],
-                                [v.azimuth - az for v, (az, _) in zip(views, ref)],
-                                [(v.radius or r0) - r0 for v in views], [el for _, el in ref], self.stable)
+                               [v.azimuth - az for v, (az, _) in zip(views, ref)],
+                               [(v.radius or r0) - r0 for v in views], [el for _, el in ref], self.stable)
 
     def conditioning(self, views, index=None):
         """The UNet's conditioning of ``views`` on input views ``index`` (default the nearest):
@@ -245,20 +227,9 @@ class Zero123Guidance(DiffusionGuidance):
         return cc, vae_lat[idx]
 
     def _eps(self, latents_noisy, t, views):
-        weights = self.input_weights(views)
-        n = len(weights[0])  # inputs per view, the same for every view: 1, or 2 when blending
-        ccs, lats = [], []
-        for j in range(n):
-            cc, lat = self.conditioning(views, [w[j][0] for w in weights])
-            ccs.append(cc)
-            lats.append(lat)
-        x_in = torch.cat([latents_noisy] * (n + 1))
-        cond = torch.cat(lats + [torch.zeros_like(lats[0])])
-        enc = torch.cat(ccs + [torch.zeros_like(ccs[0])])
-        eps = self.unet(torch.cat([x_in, cond], 1), torch.cat([t] * (n + 1)), encoder_hidden_states=enc).sample
-        if n == 1:
-            return self.cfg_combine(eps)
-        parts = eps.chunk(n + 1)
-        w = torch.tensor([[wt for _, wt in ws] for ws in weights], device=eps.device)
-        mixed = sum(w[:, j].view(-1, 1, 1, 1).to(eps.dtype) * parts[j] for j in range(n))
-        return self.cfg_combine(torch.cat([mixed, parts[-1]]))
+        cc, vae_lat = self.conditioning(views)
+        x_in = torch.cat([latents_noisy] * 2)
+        cond = torch.cat([vae_lat, torch.zeros_like(vae_lat)])
+        enc = torch.cat([cc, torch.zeros_like(cc)])
+        eps = self.unet(torch.cat([x_in, cond], 1), torch.cat([t] * 2), encoder_hidden_states=enc).sample
+        return self.cfg_combine(eps)

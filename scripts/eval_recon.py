@@ -51,10 +51,11 @@ def main():
     for k in ("chamfer_l1", "fscore", "psnr", "ssim", "mask_iou"):
         if k in r:
             print(f"| {k} | {r[k]:.4f} |")
-    if args.json:
+    if args.json:  # with the machine it was measured on (the README's figures come from such files)
         from io_utils import save_json
+        from outputs import machine_info
 
-        save_json(args.json, r)
+        save_json(args.json, {**r, "machine": machine_info()})
     return 0
 
 

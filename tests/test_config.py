@@ -1,6 +1,10 @@
+import glob
+import os
+import re
+
 import pytest
 
-from config import ConfigError, load_config
+from config import MODES, RULES, ConfigError, commented_keys, load_config, reference_markdown
 
 
 def test_override_and_unknown_key(tmp_path):
@@ -18,7 +22,8 @@ def test_override_and_unknown_key(tmp_path):
         load_config(str(tmp_path / "missing.yaml"))
 
 
-CONFIGS = __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "configs")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
 
 
 @pytest.mark.parametrize("override,words", [
@@ -54,7 +59,53 @@ def test_a_config_file_is_type_checked_against_its_base(tmp_path):
     import os
     import shutil
 
-    shutil.copy(os.path.join(CONFIGS, "image.yaml"), tmp_path / "image.yaml")
+    for name in ("base.yaml", "image.yaml"):
+        shutil.copy(os.path.join(CONFIGS, name), tmp_path / name)
     (tmp_path / "child.yaml").write_text("_base_: image.yaml\niters: many\n")
     with pytest.raises(ConfigError, match=r"'iters' in .*child.yaml must be an int"):
         load_config(str(tmp_path / "child.yaml"), ["save_path=x"])
+
+
+def test_every_key_is_in_base_yaml_with_a_comment_and_every_comment_is_one_short_line():
+    keys = commented_keys(os.path.join(CONFIGS, "base.yaml"))
+    assert {k for _, k, _ in keys} == set(RULES) and len(keys) == len(RULES)
+    assert all(comment for _, _, comment in keys), [k for _, k, c in keys if not c]
+    assert set(MODES) <= set(RULES)
+    for path in glob.glob(os.path.join(CONFIGS, "*.yaml")):
+        for n, line in enumerate(open(path).read().splitlines(), 1):
+            assert len(line) <= 120, f"{path}:{n} is {len(line)} characters"
+            comment = line.split("#", 1)[1] if "#" in line else ""
+            assert not re.search(r"\d+(\.\d+)? ?(dB|%|s\b)|BENCHMARKS.md:|->", comment), f"{path}:{n}: a figure in a comment"
+        for _, key, comment in commented_keys(path):
+            assert comment, f"{path}: {key} has no comment"
+
+
+def test_image_yaml_is_the_reference_s_short_list_with_base_yaml_s_values():
+    """configs/image.yaml sets at most 60 keys, the ones users edit, each to base.yaml's default."""
+    from omegaconf import OmegaConf
+
+    own = OmegaConf.load(os.path.join(CONFIGS, "image.yaml"))
+    base = OmegaConf.load(os.path.join(CONFIGS, "base.yaml"))
+    keys = [k for k in own if k != "_base_"]
+    assert own._base_ == "base.yaml" and len(keys) <= 60
+    for k in keys:
+        a = "???" if OmegaConf.is_missing(own, k) else own[k]
+        b = "???" if OmegaConf.is_missing(base, k) else base[k]
+        assert a == b and type(a) is type(b), (k, a, b)
+
+
+def test_configuration_reference_is_current():
+    """docs/configuration.md is what ``python docs/build.py`` makes of configs/ and config.RULES."""
+    with open(os.path.join(ROOT, "docs", "configuration.md")) as fh:
+        assert fh.read() == reference_markdown(), "docs/configuration.md is stale: run python docs/build.py"
+
+
+def test_every_key_is_exercised_by_a_test():
+    """Each key is named in a test other than this file's checks of the config files themselves."""
+    text = ""
+    for path in glob.glob(os.path.join(ROOT, "tests", "*.py")):
+        if not path.endswith("test_config.py"):
+            with open(path) as fh:
+                text += fh.read()
+    missing = [k for k in RULES if not re.search(r"\b%s\b" % k, text)]
+    assert not missing, missing

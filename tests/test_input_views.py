@@ -155,48 +155,6 @@ def test_each_view_is_conditioned_on_its_nearest_input(two_view_guidance):
     assert torch.allclose(cc[0, 0], one[0], atol=1e-6)
 
 
-def test_blended_inputs_mix_the_two_nearest_predictions(two_view_guidance):
-    """zero123_blend_inputs: a view 30 degrees from the front and 150 from the back is predicted
-    5/6 from the front image and 1/6 from the back, each with its camera relative to that image; a
-    view on an input is that input's prediction alone; off, the nearest alone (as before)."""
-    import math
-
-    from guidance.zero123 import relative_camera
-
-    g = two_view_guidance
-    views = views_at([30.0, 180.0], elevation=0.0)
-    try:
-        g.blend_inputs = True
-        w = g.input_weights(views)
-        assert [k for k, _ in w[0]] == [0, 1] and math.isclose(w[0][0][1], 5 / 6, abs_tol=1e-9)
-        assert w[1][0] == (1, 1.0) and w[1][1][1] == 0.0
-        noisy = g.randn((2, 4, 8, 8))
-        t = torch.tensor([500, 500])
-        eps = g._eps(noisy, t, views)
-    finally:
-        g.blend_inputs = False
-    clip, lats = g.embeddings
-
-    def unet(lat, cam, k):  # one UNet pass of the views, conditioned on input k (None: unconditional)
-        if k is None:
-            cc, c = torch.zeros(2, 1, g.cc_projection.linear.out_features), torch.zeros_like(lats[:1]).repeat(2, 1, 1, 1)
-        else:
-            cc = g.cc_projection(torch.cat([clip[[k, k]][:, None, :], cam[:, None, :]], -1))
-            c = lats[[k, k]]
-        return g.unet(torch.cat([lat, c], 1), t, encoder_hidden_states=cc).sample
-
-    with torch.no_grad():
-        front = unet(noisy, relative_camera([0.0, 0.0], [30.0, 180.0], [0.0, 0.0], 0.0, False), 0)
-        back = unet(noisy, relative_camera([0.0, 0.0], [-150.0, 0.0], [0.0, 0.0], 0.0, False), 1)
-        uncond = unet(noisy, None, None)
-    mix = torch.stack([5 / 6 * front[0] + 1 / 6 * back[0], back[1]])
-    expected = uncond + g.guidance_scale * (mix - uncond)
-    assert torch.allclose(eps, expected, atol=1e-4), (eps - expected).abs().max()
-    nearest = uncond + g.guidance_scale * (torch.stack([front[0], back[1]]) - uncond)
-    assert not torch.allclose(eps[0], nearest[0], atol=1e-3)  # the back image counts
-    assert torch.allclose(g._eps(noisy, t, views), nearest, atol=1e-4)  # off: the nearest alone
-
-
 def test_oracle_reads_views_relative_to_their_input_back_to_their_camera():
     """The oracle turns each embedding back into a camera from the input view it is relative to."""
     from inputs import load_input_views
@@ -303,29 +261,6 @@ def test_bench_input_views_counts_the_five_metrics_and_reports_fscore_1_beside()
     s = summarise({"1": one, "2": two}, ["oracle"], ["0", "0,90,180"])
     assert "oracle: 0,90,180 beats 0 on fscore_1" not in s and s["oracle/0"]["fscore_1"] is None
     assert s["oracle: 0,90,180 beats 0 on every metric"] == "1 of 2"
-
-
-def test_novel_views_drawn_away_from_several_inputs(tmp_path):
-    """``away_view_prob``: with two views (0, 180) the novel views crowd the sides no input faces;
-    with one view they stay uniform, as the reference draws them."""
-    from config import load_config
-    from trainer import Context
-
-    def azimuths(inputs, angles, prob):
-        cfg = load_config(os.path.join(ROOT, "configs", "toy.yaml"),
-                          [f"input=[{','.join(inputs)}]", f"input_azimuths=[{','.join(angles)}]", "save_path=x",
-                           f"outdir={tmp_path}", f"guidance_model={MODEL}", "device=cpu", f"away_view_prob={prob}"])
-        ctx = Context(cfg, log=lambda *a: None)
-        return np.array([v.azimuth for _ in range(1500) for v in ctx.sample_views(64)])
-
-    def near_input(az):  # within 22.5 degrees of 0 or 180
-        return np.mean(np.minimum(np.abs(az), 180 - np.abs(az)) < 22.5)
-
-    two = [view_png(0.0), view_png(180.0)]
-    assert abs(near_input(azimuths(two, ["0", "180"], 1.0)) - 1 / 16) < 0.02  # density ~ distance: 1/16
-    assert abs(near_input(azimuths(two, ["0", "180"], 0.0)) - 1 / 4) < 0.04  # uniform: a quarter
-    one = azimuths([view_png(0.0)], ["0"], 1.0)
-    assert abs(near_input(one) - 1 / 4) < 0.04
 
 
 def test_input_rgb_weight_lowered_late_with_several_views(tmp_path):

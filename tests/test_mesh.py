@@ -231,57 +231,6 @@ def test_fill_interior_radius_zero_fills_exactly_the_enclosed_cavities():
     assert torch.equal(out[torch.from_numpy(~enclosed)], grid[torch.from_numpy(~enclosed)])
 
 
-def test_occluded_directions_against_marching_each_ray():
-    """Each cell's count of the 26 grid directions that meet an occupied cell, against stepping
-    along every ray cell by cell until it leaves the grid."""
-    from mesh_utils import GRID_DIRECTIONS, occluded_directions
-
-    rng = np.random.default_rng(3)
-    occ = rng.uniform(size=(9, 11, 10)) > 0.5  # about half the cells see out both ways along some line
-    assert len(set(GRID_DIRECTIONS)) == 26 and all(tuple(-x for x in d) in GRID_DIRECTIONS for d in GRID_DIRECTIONS)
-    expected, through = np.zeros(occ.shape, int), np.zeros(occ.shape, bool)
-    for x in np.ndindex(occ.shape):
-        open_dirs = set()
-        for d in GRID_DIRECTIONS:
-            p = np.array(x) + d
-            while all(0 <= p[i] < occ.shape[i] for i in range(3)) and not occ[tuple(p)]:
-                p = p + d
-            if all(0 <= p[i] < occ.shape[i] for i in range(3)):
-                expected[x] += 1
-            else:
-                open_dirs.add(d)
-        through[x] = any(tuple(-c for c in d) in open_dirs for d in open_dirs)
-    count, got_through = occluded_directions(occ)
-    assert len(np.unique(expected)) > 10 and 0.3 < through.mean() < 0.8  # counts from 7 to 26
-    assert np.array_equal(count, expected) and np.array_equal(got_through, through)
-
-
-def test_fill_occluded_fills_a_hollow_behind_a_wide_pit_and_keeps_a_torus_hole():
-    """A shell with a round opening far wider than the closing ball: the closing and the flood fill
-    leave its hollow (the outside reaches in), the occluded-direction fill makes it solid but for
-    the mouth. A torus keeps its hole, which sees out along the axis and its diagonals."""
-    gen = torch.Generator().manual_seed(1)
-    d = torch.randn(12000, 3, generator=gen)
-    p = 0.5 * d / d.norm(dim=1, keepdim=True)
-    pit = p[:, 2] > 0.45  # a cap cut off: an opening of radius ~0.22, ~14 cells across
-    grid, c, h = density_grid(gaussians_at(p[~pit], 0.02), 64, 8)
-    ball_grid, added_ball = fill_interior(grid, 1.0, 3)
-    filled_grid, added = fill_interior(grid, 1.0, 3, occluded=20)
-    inside = 0.9 * (4 / 3 * math.pi * 0.45 ** 3) / float(2 * h / 63) ** 3
-    assert added_ball < 0.1 * inside and added > inside  # the ball alone leaves the hollow open
-    inner = lambda m: np.mean(np.linalg.norm(m.vertices, axis=1) < 0.5)  # noqa: E731  the inner wall's share
-    hollow, filled = surface(ball_grid, c, h), surface(filled_grid, c, h)
-    assert inner(hollow) > 0.3 and inner(filled) < 0.1, (inner(hollow), inner(filled))  # the mouth's flat cap
-    assert filled.area < 0.65 * hollow.area  # one wall, not two
-    u, w = torch.rand(16000, generator=gen) * 2 * math.pi, torch.rand(16000, generator=gen) * 2 * math.pi
-    ring = torch.stack([(0.35 + 0.12 * torch.cos(w)) * torch.cos(u), (0.35 + 0.12 * torch.cos(w)) * torch.sin(u),
-                        0.12 * torch.sin(w)], -1)
-    grid, c, h = density_grid(gaussians_at(ring, 0.02), 64, 8)
-    plain = surface(fill_interior(grid, 1.0, 3)[0], c, h)
-    torus = surface(fill_interior(grid, 1.0, 3, occluded=20)[0], c, h)
-    assert torus.is_watertight and torus.euler_number == 0 and abs(torus.area - plain.area) < 0.01 * plain.area
-
-
 def test_no_surface_is_a_clear_error():
     g = make_gaussians(50, seed=0, opacity_range=(0.1, 0.2))
     grid, c, h = density_grid(g, 16, 4)

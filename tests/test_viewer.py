@@ -191,7 +191,7 @@ def test_live_view_renders_training_and_its_buttons_act(browser, tmp_path):
     out = tmp_path / "out"
     srv = Server(["main.py", "--config", "configs/recon.yaml", f"input={SPOT}", "save_path=live", f"outdir={out}",
                   "gui=true", f"gui_port={port}", "iters=100000", "recon_num_views=8", "ref_size=64", "--quiet",
-                  "gui_max_resolution=256"])
+                  "gui_max_resolution=256", "gui_host=127.0.0.1", "gui_render_budget=0.2"])
     try:
         wait_for(lambda: srv.saw("live view: http://"), 120, "the live view to start")
         browser.get(f"http://127.0.0.1:{port}")
@@ -223,8 +223,8 @@ def test_a_taken_gui_port_is_a_one_line_error_before_any_work(tmp_path):
         s.listen()
         port = s.getsockname()[1]
         r = subprocess.run([sys.executable, "main.py", "--config", "configs/recon.yaml", f"input={SPOT}",
-                            "save_path=x", f"outdir={tmp_path}", "gui=true", f"gui_port={port}"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+                            "save_path=x", f"outdir={tmp_path}", "gui=true", f"gui_port={port}", "gui_host=127.0.0.1"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"gui port {port} on 127.0.0.1 is not free" in lines[0], r.stderr

@@ -35,7 +35,8 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=[os.path.join(ROOT, "models", "toy-zero123")])
     ap.add_argument("--objects", type=COUNT_ARG, default=50, help="objects per split (training, held-out)")
     ap.add_argument("--views", type=COUNT_ARG, default=8, help="target views per object")
-    ap.add_argument("--novel", type=NONNEG_INT_ARG, default=16, help="held-out objects for the DDIM novel views (0: none)")
+    ap.add_argument("--novel", type=NONNEG_INT_ARG, default=16,
+                    help="held-out objects for the DDIM novel views (0: none)")
     ap.add_argument("--guidance-scale", type=POSITIVE_ARG, default=3.0,
                     help="CFG scale of the novel views (configs/toy.yaml's)")
     ap.add_argument("--work", default=os.path.join(ROOT, "logs", "eval_toy_prior"),

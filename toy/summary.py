@@ -97,32 +97,33 @@ def summarise(results: dict) -> dict:
     return summary
 
 
-def table(results) -> str:
+def columns(results) -> list:
+    """(metric, heading) of the table: both stages' PSNR and SSIM where the runs made stage 2."""
     stage2 = any("psnr_stage2" in x for s in results if s != "summary" for r in RUNS for x in results[s].get(r, []))
     cols = [("chamfer", "Chamfer-L1"), ("fscore", "F-score@1%"), ("fscore_5", "F-score@5%"), ("iou", "mask IoU (8)"),
             ("iou_back", "IoU back (3)"), ("psnr_back", "PSNR back (3)")]
-    cols += [("psnr_stage1", "PSNR st.1 (8)"), ("psnr_stage2", "PSNR st.2"), ("ssim_stage1", "SSIM st.1"),
-             ("ssim_stage2", "SSIM st.2")] if stage2 else [("psnr", "PSNR (8)"), ("ssim", "SSIM (8)")]
-    lines = ["| object | run | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
-    for s in [k for k in results if k != "summary"]:
-        for run in RUNS:
-            rows = results[s].get(run)
-            if not rows:
-                continue
+    return cols + ([("psnr_stage1", "PSNR st.1 (8)"), ("psnr_stage2", "PSNR st.2"), ("ssim_stage1", "SSIM st.1"),
+                    ("ssim_stage2", "SSIM st.2")] if stage2 else [("psnr", "PSNR (8)"), ("ssim", "SSIM (8)")])
 
-            def ms(m):
-                vals = [x[m] for x in rows if x.get(m) is not None]
-                return f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if vals else "failed"
-            lines.append(f"| {s} | {run} | " + " | ".join(ms(m) for m, _ in cols) + " |")
-    sm = results["summary"]
-    lines += ["", "| run | " + " | ".join(c for _, c in cols) + " | failed runs |", "|---" * (len(cols) + 2) + "|"]
+
+def summary_table(results) -> str:
+    """Each run's means over every object and repeat."""
+    cols, sm = columns(results), results["summary"]
+    lines = ["| run | " + " | ".join(c for _, c in cols) + " | failed runs |", "|---" * (len(cols) + 2) + "|"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     for run in RUNS:
         if run in sm:
             lines.append(f"| {run} | " + " | ".join(fmt(sm[run].get(m)) for m, _ in cols) + f" | {sm[run]['failed']} |")
-    lines.append(f"\ntrained beats both baselines by more than the spread: iou_back on {sm['wins_iou_back']}, "
-                 f"fscore on {sm['wins_fscore']}, both on {sm['wins_both']} of {sm['objects']} objects "
-                 f"(fscore_5: {sm['wins_fscore_5']}, psnr_back: {sm['wins_psnr_back']})")
+    return "\n".join(lines)
+
+
+def judgements(results) -> list:
+    """The summary's counts as sentences: the trained prior's wins, the oracle against the
+    untrained network, stage 2's gains, the prior's own novel views."""
+    sm = results["summary"]
+    lines = [f"trained beats both baselines by more than the spread: iou_back on {sm['wins_iou_back']}, "
+             f"fscore on {sm['wins_fscore']}, both on {sm['wins_both']} of {sm['objects']} objects "
+             f"(fscore_5: {sm['wins_fscore_5']}, psnr_back: {sm['wins_psnr_back']})"]
     if "oracle_beats_untrained" in sm:
         o = sm["oracle_beats_untrained"]
         lines.append(f"oracle beats the untrained network: iou_back on {o['iou_back']}, fscore_5 on {o['fscore_5']}, "
@@ -136,4 +137,23 @@ def table(results) -> str:
         lines.append(f"prior's novel views (azimuth +90/180/270): PSNR {nv['prior']['psnr']:.2f} dB, mask IoU "
                      f"{nv['prior']['iou']:.3f}; input view copied: PSNR {nv['input_copied']['psnr']:.2f} dB, "
                      f"mask IoU {nv['input_copied']['iou']:.3f}")
+    return lines
+
+
+def table(results) -> str:
+    """Per object and run, mean ± standard deviation over the repeats; then ``summary_table`` and
+    the ``judgements``."""
+    cols = columns(results)
+    lines = ["| object | run | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for s in [k for k in results if k != "summary"]:
+        for run in RUNS:
+            rows = results[s].get(run)
+            if not rows:
+                continue
+
+            def ms(m):
+                vals = [x[m] for x in rows if x.get(m) is not None]
+                return f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if vals else "failed"
+            lines.append(f"| {s} | {run} | " + " | ".join(ms(m) for m, _ in cols) + " |")
+    lines += ["", summary_table(results), ""] + judgements(results)
     return "\n".join(lines)
