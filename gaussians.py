@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from io_utils import atomic_write, require_file
+from io_utils import atomic_write, bytes_writer, require_file
 
 SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -322,7 +322,7 @@ class GaussianModel:
 
     def save_splat(self, path: str):
         data = self.splat_bytes()
-        atomic_write(path, lambda tmp: open(tmp, "wb").write(data))
+        atomic_write(path, bytes_writer(data))
 
     @classmethod
     def load_splat(cls, path: str, device="cpu") -> "GaussianModel":

@@ -154,14 +154,14 @@ def from_transforms(folder: str, resolution: int, radius: float) -> PosedViews:
     ``file_path`` + 4x4 ``transform_matrix`` (OpenGL camera-to-world), RGBA images. The scene is
     recentred on the point nearest to all optical axes and scaled so the mean camera distance is
     ``radius``."""
-    from io_utils import load_image
+    from io_utils import load_image, load_json
 
     path = os.path.join(folder, "transforms.json") if os.path.isdir(folder) else folder
     folder = os.path.dirname(path)
     if not os.path.isfile(path):
         raise ViewsError(f"no transforms.json in {folder}")
     try:
-        meta = json.load(open(path))
+        meta = load_json(path)
     except json.JSONDecodeError as e:
         raise ViewsError(f"{path}: not valid JSON ({e})") from None
     if "camera_angle_x" not in meta or not isinstance(meta.get("frames"), list) or not meta["frames"]:

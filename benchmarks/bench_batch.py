@@ -12,7 +12,6 @@ batch_summary.json and the mean of the jobs' own stage times.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import report  # noqa: E402
+from io_utils import load_json  # noqa: E402
 from outputs import machine_info  # noqa: E402
 SMALL = ["iters=10", "iters_refine=2", "recon_num_views=4", "ref_size=48", "num_pts=300", "mc_resolution=32",
          "mc_num_blocks=2", "texture_size=64", "bake_resolution=48", "bake_num_azimuth=2", "bake_elevations=[0]",
@@ -38,7 +39,7 @@ def run(inputs, outdir, extra):
     wall = time.perf_counter() - t
     if r.returncode != 0:
         raise SystemExit(f"batch failed: {r.stderr[-1000:]}")
-    s = json.load(open(os.path.join(outdir, "batch_summary.json")))
+    s = load_json(os.path.join(outdir, "batch_summary.json"))
     per_job = [sum(j["seconds"].values()) for j in s["jobs"]]
     return {"wall_s": round(wall, 1), "job_mean_s": round(sum(per_job) / len(per_job), 2),
             "jobs_total_s": round(sum(per_job), 1)}
@@ -73,19 +74,14 @@ def main(argv=None):
                          ("ray, 2 CPUs/job (1 at a time)", ["--backend", "ray", "--cpus-per-job", "2"]),
                          ("ray, 1 CPU/job (2 at a time)", ["--backend", "ray", "--cpus-per-job", "1"])):
         rows[label] = run(src, os.path.join(tmp, label.split(",")[0] + extra[-1] if extra else "local"), extra)
-        rows[label]["threads_per_job"] = json.load(open(os.path.join(
-            tmp, label.split(",")[0] + extra[-1] if extra else "local", "batch_summary.json")))["threads_per_job"]
+        rows[label]["threads_per_job"] = load_json(os.path.join(
+            tmp, label.split(",")[0] + extra[-1] if extra else "local", "batch_summary.json"))["threads_per_job"]
     local = rows["local, 1 at a time"]["wall_s"]
     print(f"{args.jobs} jobs of {os.path.basename(args.input)} (tiny recon settings)\n")
-    print("| backend | wall (s) | wall / jobs (s) | job's own stages, mean (s) | wall outside the jobs (s) | "
-          "wall vs local, per job (s) |")
-    print("|---|---|---|---|---|---|")
     for label, r in rows.items():
-        serial = "1 at a time" in label
         r["overhead_per_job_s"] = round((r["wall_s"] - local) / args.jobs, 2)
-        r["outside_jobs_s"] = round(r["wall_s"] - r["jobs_total_s"], 1) if serial else None
-        print(f"| {label} | {r['wall_s']} | {r['wall_s'] / args.jobs:.2f} | {r['job_mean_s']} | "
-              f"{r['outside_jobs_s'] if serial else ''} | {r['overhead_per_job_s']} |")
+        r["outside_jobs_s"] = round(r["wall_s"] - r["jobs_total_s"], 1) if "1 at a time" in label else None
+    print(report.batch_table({"jobs": args.jobs, "rows": rows}))
     if args.json:
         from io_utils import save_json
 

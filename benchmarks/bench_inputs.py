@@ -19,12 +19,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import report  # noqa: E402
 from outputs import machine_info  # noqa: E402
 
 import torch  # noqa: E402
 
 from mesh import Mesh, MeshFormatError, NEUTRAL_GREY  # noqa: E402
 from posed_views import MESH_EXTENSIONS  # noqa: E402
+
 
 def load_report(path: str) -> dict:
     t = time.perf_counter()
@@ -73,18 +75,13 @@ def main(argv=None):
     args = ap.parse_intermixed_args(argv)
     files = sorted(f for f in os.listdir(args.dir) if f.lower().endswith(MESH_EXTENSIONS))
     loads = [load_report(os.path.join(args.dir, f)) for f in files]
-    print("| file | result | detail | faces | load (s) |\n|---|---|---|---|---|")
-    for r in loads:
-        print(f"| {r['file']} | {r['result']} | {r['detail']} | {r.get('faces', '')} | {r['seconds']} |")
+    print(report.loads_table({"loads": loads}))
     recons = []
     if args.recon:
         os.makedirs(args.outdir, exist_ok=True)
-        print("\n| file | PSNR | SSIM | mask IoU | F-score | PSNR grey | PSNR white | seconds |\n|---|---|---|---|---|---|---|---|")
         for f in args.recon:
-            r = recon_report(os.path.join(args.dir, f), args.outdir, args.overrides)
-            recons.append(r)
-            print(f"| {r['file']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['mask_iou']:.3f} | {r['fscore']:.3f} | "
-                  f"{r['psnr_grey']:.2f} | {r['psnr_white']:.2f} | {r['seconds']} |", flush=True)
+            recons.append(recon_report(os.path.join(args.dir, f), args.outdir, args.overrides))
+            print(report.recon_table({"recon": recons[-1:]}), flush=True)
     if args.json:
         from io_utils import save_json
 

@@ -25,6 +25,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import report  # noqa: E402
 from outputs import machine_info  # noqa: E402
 
 FORMATS = (".ply", ".compressed.ply", ".spz", ".sog", ".glb", ".splat")
@@ -95,14 +96,7 @@ def main(argv=None):
     results = {"input": args.ply, "gaussians": n, "sh_degree": src.sh_degree, "extent": extent, "formats": rows,
                "settings": {"views": args.views, "resolution": args.resolution, "torch_threads": torch.get_num_threads()}}
     print(f"{n} Gaussians, SH degree {src.sh_degree}, extent {extent:.3f}\n")
-    print("| format | size | bytes / Gaussian | splat-transform's size | write s | read s | max position error "
-          "(of extent) | SH degree kept | PSNR of renders |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for ext, r in rows.items():
-        st = "-" if r["splat_transform_bytes"] is None else f"{r['splat_transform_bytes'] / 1024:.0f} KB"
-        psnr_text = "exact" if r["psnr"] == float("inf") or r["psnr"] > 99 else f"{r['psnr']:.1f} dB"
-        print(f"| {ext} | {r['bytes'] / 1024:.0f} KB | {r['bytes_per_gaussian']:.1f} | {st} | {r['write_s']:.2f} | "
-              f"{r['read_s']:.2f} | {r['max_position_error']:.1e} | {r['sh_degree']} | {psnr_text} |")
+    print(report.splat_formats_table(results))
     if args.json:
         from io_utils import save_json
 

@@ -21,6 +21,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import report  # noqa: E402
 from outputs import machine_info  # noqa: E402
 
 
@@ -86,10 +87,7 @@ def main(argv=None):
         rows.append({"variant": "torch.compile", "batch": b0, "seconds": step_seconds(compiled, b0, args.steps),
                      "compile_seconds": compile_s})
     rows.append({"variant": "default (again)", "batch": b0, "seconds": step_seconds(fresh(), b0, args.steps)})
-    print("| variant | batch | seconds a step | ms a sample |\n|---|---|---|---|")
-    for r in rows:
-        extra = f" (compile {r['compile_seconds']:.0f} s)" if "compile_seconds" in r else ""
-        print(f"| {r['variant']}{extra} | {r['batch']} | {r['seconds']:.3f} | {1000 * r['seconds'] / r['batch']:.1f} |")
+    print(report.toy_step_table({"rows": rows}))
     if args.json:
         from io_utils import save_json
 

@@ -21,6 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import report  # noqa: E402
 from outputs import machine_info  # noqa: E402
 
 
@@ -121,13 +122,10 @@ def main(argv=None):
         d.quit()
         view.close()
     rows["no viewer (again)"] = steps_per_second(fresh(), args.steps)
-    base = rows["no viewer"]
     where = (f"training on core {cpus[0]} (1 thread), the browser on {cpus[1:]}" if pinned
              else f"training and the browser sharing cores {cpus}")
     print(f"stage 1 on Spot, {cfg.ref_size} px views, {cfg.num_pts} Gaussians, {args.steps} steps per row; {where}\n")
-    print("| setting | steps/s | vs no viewer |\n|---|---|---|")
-    for k, v in rows.items():
-        print(f"| {k} | {v:.2f} | {100 * v / base:.0f} % |")
+    print(report.viewer_table({"rows": rows}))
     print(f"\nwhile watched: {renders} live renders, {render_s:.1f} s of {wall:.1f} s wall ({100 * render_s / wall:.0f} %)")
     if args.json:
         from io_utils import save_json

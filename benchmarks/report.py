@@ -66,27 +66,36 @@ def recon_table(result: dict) -> str:
 
 def splat_formats_table(result: dict) -> str:
     rows = []
-    for name, r in result["formats"].items():
-        theirs = r.get("splat_transform_bytes")
-        rows.append([name, r["bytes"], f(r["bytes_per_gaussian"], 2), r["write_s"], r["read_s"],
-                     f"{r['max_position_error']:.2g}", f(r["psnr"], 1), theirs if theirs is not None else "-"])
-    return table(["format", "bytes", "bytes / Gaussian", "write (s)", "read (s)", "max position error",
-                  "PSNR of renders (dB)", "splat-transform's bytes"], rows)
+    for ext, r in result["formats"].items():
+        st = "-" if r["splat_transform_bytes"] is None else f"{r['splat_transform_bytes'] / 1024:.0f} KB"
+        psnr = "exact" if r["psnr"] == float("inf") or r["psnr"] > 99 else f"{r['psnr']:.1f} dB"
+        rows.append([ext, f"{r['bytes'] / 1024:.0f} KB", f"{r['bytes_per_gaussian']:.1f}", st, f"{r['write_s']:.2f}",
+                     f"{r['read_s']:.2f}", f"{r['max_position_error']:.1e}", r["sh_degree"], psnr])
+    return table(["format", "size", "bytes / Gaussian", "splat-transform's size", "write s", "read s",
+                  "max position error (of extent)", "SH degree kept", "PSNR of renders"], rows)
 
 
 def batch_table(result: dict) -> str:
-    return table(["backend", "wall (s)", "mean job (s)", "threads per job", "overhead per job (s)"],
-                 [[name, r["wall_s"], r["job_mean_s"], r["threads_per_job"] or "Ray's",
-                   r["overhead_per_job_s"]] for name, r in result["rows"].items()])
+    jobs, rows = result["jobs"], []
+    for label, r in result["rows"].items():
+        outside = r["outside_jobs_s"] if r["outside_jobs_s"] is not None else ""
+        rows.append([label, r["wall_s"], f"{r['wall_s'] / jobs:.2f}", r["job_mean_s"], outside, r["overhead_per_job_s"]])
+    return table(["backend", "wall (s)", "wall / jobs (s)", "job's own stages, mean (s)", "wall outside the jobs (s)",
+                  "wall vs local, per job (s)"], rows)
 
 
 def viewer_table(result: dict) -> str:
-    return table(["stage-1 run", "steps per second"], [[name, f(v, 2)] for name, v in result["rows"].items()])
+    base = result["rows"]["no viewer"]
+    return table(["setting", "steps/s", "vs no viewer"],
+                 [[k, f"{v:.2f}", f"{100 * v / base:.0f} %"] for k, v in result["rows"].items()])
 
 
 def toy_step_table(result: dict) -> str:
-    return table(["variant", "batch", "seconds per step"], [[r["variant"], r["batch"], f(r["seconds"])]
-                                                            for r in result["rows"]])
+    rows = []
+    for r in result["rows"]:
+        extra = f" (compile {r['compile_seconds']:.0f} s)" if "compile_seconds" in r else ""
+        rows.append([r["variant"] + extra, r["batch"], f"{r['seconds']:.3f}", f"{1000 * r['seconds'] / r['batch']:.1f}"])
+    return table(["variant", "batch", "seconds a step", "ms a sample"], rows)
 
 
 # ------------------------------------------------------------------ the toy world
@@ -96,16 +105,28 @@ def toy_table(result: dict) -> str:
     return summary_table(result) + "\n\n" + "\n".join(f"- {line}" for line in judgements(result))
 
 
+def summarised(result: dict) -> dict:
+    """A bench_toy result with its summary (made as the benchmark makes it where a file has none)."""
+    if "summary" in result:
+        return result
+    from toy.summary import score, summarise
+
+    out = {k: dict(v) for k, v in result.items() if k.isdigit()}
+    for seed in out:
+        score(out, seed)
+    out["summary"] = summarise(out)
+    return out
+
+
 def scale_table(results: dict) -> str:
     """The trained prior's stage-1 means at each guidance scale (one file a scale)."""
     rows = []
     for scale, r in results.items():
+        r = summarised(r)
         sm = r["summary"]["trained"]
         repeats = len(next(v for k, v in r.items() if k != "summary")["trained"])
-        rows.append([scale, repeats, f(sm["chamfer"], 4), f(sm["fscore_5"]), f(sm["iou_back"]), f(sm["psnr_back"], 2),
-                     f"{r['summary']['wins_iou_back']} of {r['summary']['objects']}"])
-    return table(["guidance_scale", "seeds", "Chamfer", "F-score@5%", "IoU back", "PSNR back (dB)",
-                  "beats both baselines on IoU back"], rows)
+        rows.append([scale, repeats, f(sm["chamfer"], 4), f(sm["fscore_5"]), f(sm["iou_back"]), f(sm["psnr_back"], 2)])
+    return table(["guidance_scale", "seeds", "Chamfer", "F-score@5%", "IoU back", "PSNR back (dB)"], rows)
 
 
 def fill_table(without: dict, with_fill: dict) -> str:
@@ -120,9 +141,10 @@ def fill_table(without: dict, with_fill: dict) -> str:
 
 def stage2_table(result: dict) -> str:
     sm = result["summary"]
-    rows = [["VAE round trip of the truth (ceiling)", "", f(sm["vae"]["psnr"], 2), f(sm["vae"]["ssim"]), ""]]
+    rows = [["the VAE's round trip of the truth (the oracle targets' ceiling)", "",
+             f"{f(sm['vae']['psnr'], 2)} / {f(sm['vae']['ssim'])}", "", ""]]
     for name, r in sm.items():
-        if name == "vae":
+        if name == "vae" or not isinstance(r, dict):
             continue
         rows.append([name, f"{f(r['stage1']['psnr'], 2)} / {f(r['stage1']['ssim'])}",
                      f"{f(r['oracle']['psnr'], 2)} / {f(r['oracle']['ssim'])}",
@@ -132,21 +154,13 @@ def stage2_table(result: dict) -> str:
                   "objects improved (oracle / exact)"], rows)
 
 
-def view_sets_table(results: dict) -> str:
+def view_sets_table(results: dict, runs=None) -> str:
     from toy.view_sets import summarise, table as sets_table
 
-    runs, sets = results["settings"]["runs"], results["settings"]["view_sets"]
+    runs, sets = runs or results["settings"]["runs"], results["settings"]["view_sets"]
     summary = summarise(results, runs, sets)
     counts = [f"- {k}: {v}" for k, v in summary.items() if "/" not in k and "minus" not in k]
     return sets_table(summary, runs, sets) + "\n\n" + "\n".join(counts)
-
-
-def merged(*parts: dict) -> dict:
-    """Several result files of one benchmark over different objects, as one."""
-    out = {}
-    for p in parts:
-        out.update({k: v for k, v in p.items() if k != "summary"})
-    return out
 
 
 def meshes_table(result: dict) -> str:
@@ -168,10 +182,13 @@ def curve_table(points: list) -> str:
 
 def prior_eval_table(result: dict) -> str:
     (_, r), = result.items()
-    rows = [[split, t, f(v["eps"], 4), f(v["eps_uncond"], 4), f(v["gain"]), f(v["x0"], 4)]
-            for split in ("train", "heldout", "heldout_mirrored", "heldout_still") for t, v in r[split].items()]
+    ts = list(r["train"])
+    cell = lambda split, key, digits: " / ".join(f(r[split][t][key], digits) for t in ts)  # noqa: E731
+    rows = [[split, cell(split, "eps", 4), cell(split, "eps_uncond", 4), cell(split, "gain", 3), cell(split, "x0", 4)]
+            for split in ("train", "heldout", "heldout_mirrored", "heldout_still")]
     nv = r["novel_views"]
-    return (table(["pairs", "timestep", "eps MSE", "eps MSE, no conditions", "gain", "x0 MSE"], rows) +
+    head = f"(t = {' / '.join(ts)})"
+    return (table(["pairs", f"eps MSE {head}", "eps MSE, no conditions", "gain", "x0 MSE"], rows) +
             f"\n\nNovel views (DDIM at azimuth +90 / 180 / 270): PSNR {f(nv['prior']['psnr'], 2)} dB, mask IoU "
             f"{f(nv['prior']['iou'])}; the input view copied there: {f(nv['input_copied']['psnr'], 2)} dB, "
             f"{f(nv['input_copied']['iou'])}. VAE round trip of held-out renders: "
@@ -207,10 +224,9 @@ def stage(result: dict, name: str) -> float:
 def benchmarks_markdown(root: str) -> str:
     """The whole of BENCHMARKS.md, from the files in ``root``/bench_results."""
     out = ["# Benchmarks", "",
-           "The current figures of every benchmark, each table made from a committed result file in `bench_results/`",
-           "by `python docs/build.py` (a test fails when this page differs from what it makes). Each section gives the",
-           "command that writes its file and the machine that ran it. Times compare within one table only: machines of",
-           "one kind differ by up to 2.5x.", ""]
+           "Every table is made from a committed result file in `bench_results/` by `python docs/build.py`, under the",
+           "command that writes the file and the machine that ran it. Times compare within one table only: machines",
+           "of one kind differ by up to 2.5x.", ""]
 
     render, render01 = load(root, "render_cpu.json"), load(root, "render_cpu_op01.json")
     pick = {(r["size"], r["gaussians"]): r for r in render["results"]}
@@ -239,9 +255,10 @@ def benchmarks_markdown(root: str) -> str:
     w, b = spot["recon"][0], first["recon"][0]
     out.append(section(
         "Reconstruction: Spot, the README's offline example",
-        ["python benchmarks/bench_inputs.py --dir data/spot --recon spot_triangulated.obj --json bench_results/spot_cpu.json",
-         "python benchmarks/bench_inputs.py --dir data/spot --recon spot_triangulated.obj --json "
-         "bench_results/spot_first_cpu.json bake_blend=first"], spot,
+        ["python benchmarks/bench_inputs.py --dir data/spot --recon spot_triangulated.obj --outdir logs/bench_spot_weighted "
+         "--json bench_results/spot_cpu.json bake_blend=weighted",
+         "python benchmarks/bench_inputs.py --dir data/spot --recon spot_triangulated.obj --outdir logs/bench_spot_first "
+         "--json bench_results/spot_first_cpu.json bake_blend=first"], spot,
         table(["bake_blend", "PSNR", "SSIM", "mask IoU", "F-score@1%", "seconds"],
               [[name, f(r["psnr"], 2), f(r["ssim"]), f(r["mask_iou"]), f(r["fscore"]), r["seconds"]]
                for name, r in (("weighted (configs/recon.yaml)", w), ("first (the reference's rule)", b))]),
@@ -274,7 +291,8 @@ def benchmarks_markdown(root: str) -> str:
 
     splats = load(root, "splat_formats_cpu.json")
     out.append(section(
-        "Splat formats", ["python benchmarks/bench_splat_formats.py SPOT_MODEL.ply --json bench_results/splat_formats_cpu.json"],
+        "Splat formats", ["python benchmarks/bench_splat_formats.py logs/bench_spot_weighted/spot_triangulated_model.ply "
+                          "--json bench_results/splat_formats_cpu.json"],
         splats, splat_formats_table(splats),
         f"Spot's reconstructed Gaussians ({splats['gaussians']}, SH degree {splats['sh_degree']}) written and read "
         "back in every format; PSNR of renders of the round trip against renders of the original, and PlayCanvas "
@@ -304,32 +322,34 @@ def benchmarks_markdown(root: str) -> str:
         "One SDS step and one stage-2 refinement of each prior at its published size with random weights (the "
         "multi-view priors from single-file checkpoints in the published key layout): what a step costs on a CPU."))
 
-    toy = load(root, "toy_fill_full_cpu.json")
+    toy = load(root, "toy_cpu.json")
     out.append(section(
         "Image-to-3D with the toy prior",
         ["python benchmarks/bench_toy.py --seeds 100000 100001 100002 100003 100004 100005 100006 100007 "
-         "--runs oracle trained untrained no_prior --stage2 --repeats 3 --json bench_results/toy_fill_full_cpu.json"],
+         "--runs oracle trained untrained no_prior --stage2 --repeats 3 --json bench_results/toy_cpu.json"],
         toy.get("summary", {}), toy_table(toy),
         "Eight held-out toy objects from their front view, 3 seeds, both stages of `configs/toy.yaml`: the oracle (a "
         "denoiser that knows the object: what the loop makes of a perfect prior), the shipped toy prior, its "
         "architecture untrained, and no prior. Geometry is the coarse mesh's against the truth's outer surface; "
         "IoU and PSNR \"back\" are the 3 of 8 views that face away from the input."))
 
-    scales = {str(s): load(root, f"toy_guidance_scale{s}_cpu.json") for s in ("5", "2", "1")}
-    scales["1.5"] = load(root, "toy_guidance_scale1.5_3seeds_cpu.json")
+    scales = {s: load(root, f"toy_guidance_scale{s}_cpu.json") for s in ("5", "2", "1.5", "1")}
     scales = dict(sorted(scales.items(), key=lambda kv: -float(kv[0])))
     out.append(section(
         "Guidance scale of the toy prior",
-        ["python benchmarks/bench_toy.py --seeds 100000 ... 100007 --runs trained --repeats 1 guidance_scale=G "
-         "--json bench_results/toy_guidance_scaleG_cpu.json"], scales["5"].get("summary", {}),
+        ["python benchmarks/bench_toy.py --seeds 100000 100001 100002 100003 100004 100005 100006 100007 --runs trained "
+         "--repeats 1 guidance_scale=<G> --json bench_results/toy_guidance_scale<G>_cpu.json"], scales["5"].get("summary", {}),
         scale_table(scales),
         "Stage 1 with the toy prior at each classifier-free guidance scale (the real Zero123's is 5): lower scales "
         "build better shapes with this weak prior, hence `configs/toy.yaml`'s 1.5."))
 
-    without, with_fill = load(root, "toy_guidance_scale1.5_full_cpu.json"), load(root, "toy_fill_stage1_cpu.json")
+    without, with_fill = load(root, "toy_nofill_cpu.json"), load(root, "toy_fill_cpu.json")
     out.append(section(
         "The hollow inside (`mc_close_radius`)",
-        ["python benchmarks/bench_toy.py --seeds 100000 ... 100007 --remesh --json bench_results/toy_fill_stage1_cpu.json"],
+        ["python benchmarks/bench_toy.py --seeds 100000 100001 100002 100003 100004 100005 100006 100007 --runs oracle "
+         "trained untrained no_prior --stage2 --repeats 3 mc_close_radius=0 --json bench_results/toy_nofill_cpu.json",
+         "python benchmarks/bench_toy.py --seeds 100000 100001 100002 100003 100004 100005 100006 100007 --runs oracle "
+         "trained untrained no_prior --repeats 3 --remesh --json bench_results/toy_fill_cpu.json"],
         with_fill.get("summary", {}), fill_table(without, with_fill),
         "SDS shapes only what the cameras see: the Gaussians form a shell, and marching cubes meshes its hollow "
         "inside as walls no view shows. The same runs' Gaussians meshed again with the inside filled before "
@@ -338,24 +358,29 @@ def benchmarks_markdown(root: str) -> str:
     stage2 = load(root, "stage2_oracle_cpu.json")
     out.append(section(
         "Stage 2 with a perfect prior",
-        ["python benchmarks/bench_stage2.py --seeds 100000 100001 100002 --json bench_results/stage2_oracle_cpu.json"],
+        ["python benchmarks/bench_stage2.py --seeds 100000 100001 100002 --threads 1 "
+         "--json bench_results/stage2_oracle_cpu.json"],
         stage2, stage2_table(stage2),
         "Stage 2 on the oracle's stage-1 meshes of 3 objects, with the oracle's SDEdit targets and with exact "
         "ones (the ground truth's renders), per setting; PSNR / SSIM at 8 views. The toy VAE's round trip bounds "
         "what the oracle's targets can give. `configs/toy.yaml` renders stage 2 at 256 px with a learning rate of "
         "0.02: the reference's rate fits the toy VAE's blurry targets too closely."))
 
-    trained = load(root, "input_views128_trained_s10_cpu.json")
-    oracle = load(root, "input_views_oracle128_s10_cpu.json")
-    noprior_parts = [load(root, f"input_views128_trained_noprior_3seeds_{x}_cpu.json") for x in ("a", "b")]
-    noprior = {**merged(*noprior_parts), "settings": noprior_parts[0]["settings"]}
+    trained = load(root, "input_views_trained_cpu.json")
+    oracle = load(root, "input_views_oracle_cpu.json")
+    noprior = load(root, "input_views_noprior_cpu.json")
     meshes = load(root, "input_views_meshes_cpu.json")
     out.append(section(
         "Several input views",
-        ["python benchmarks/bench_input_views.py --seeds 100000 ... 100007 --runs trained --view-sets 0 0,90,180 "
-         "--unseen 270 --repeats 3 ref_size=128 --json bench_results/input_views128_trained_s10_cpu.json",
-         "python benchmarks/bench_input_views.py --meshes data/spot/spot_triangulated.obj ... --json "
-         "bench_results/input_views_meshes_cpu.json"],
+        [f"python benchmarks/bench_input_views.py --seeds {' '.join(str(100000 + i) for i in range(8))} --runs {run} "
+         f"--view-sets 0 0,90,180 --unseen 270 --repeats 3 ref_size=128 --json bench_results/{name}"
+         for run, name in (("trained", "input_views_trained_cpu.json"),
+                           ("oracle", "input_views_oracle_cpu.json"))] +
+        ["python benchmarks/bench_input_views.py --seeds 100000 100001 100002 100003 100004 100005 100006 100007 "
+         "--runs no_prior --view-sets 0 0,90,180 --unseen 270 --repeats 3 ref_size=128 "
+         "--json bench_results/input_views_noprior_cpu.json",
+         "python benchmarks/bench_input_views.py --seeds --meshes data/spot/spot_triangulated.obj "
+         "tests/data/meshes/rabbit.obj tests/data/meshes/capsule.obj --json bench_results/input_views_meshes_cpu.json"],
         trained.get("settings", {}),
         "Toy prior:\n\n" + view_sets_table(trained) + "\n\nOracle:\n\n" + view_sets_table(oracle) +
         "\n\nNo prior:\n\n" + view_sets_table(noprior) + "\n\nReal meshes from three views, no prior, against "
@@ -366,13 +391,13 @@ def benchmarks_markdown(root: str) -> str:
 
     out.append(section(
         "The toy prior's own quality",
-        ["python toy/eval_prior.py --models models/toy-zero123 --json bench_results/toy_eval_signinit_allpairs_cpu.json"],
-        None, prior_eval_table(load(root, "toy_eval_signinit_allpairs_cpu.json")),
+        ["python toy/eval_prior.py --models models/toy-zero123 --json bench_results/toy_prior_eval_cpu.json"],
+        None, prior_eval_table(load(root, "toy_prior_eval_cpu.json")),
         "Denoising error of (input view -> target view) pairs through the guidance's own conditioning, on training "
         "and held-out objects, with the azimuth mirrored and with the camera held still; gain = 1 - eps / "
         "eps without conditions."))
 
-    curve = load(root, "toy_curve_signinit_allpairs_cpu.json")
+    curve = load(root, "toy_prior_curve_cpu.json")
     out.append(section(
         "The toy prior's learning curve",
         ["python toy/train_prior.py --out models/toy-zero123 --init-from W1 --unet-steps 3000 --unet-lr 5e-4 "
@@ -383,7 +408,8 @@ def benchmarks_markdown(root: str) -> str:
     vae, step = load(root, "toy_vae_cpu.json"), load(root, "toy_step_cpu.json")
     out.append(section(
         "The toy prior's VAE and training step",
-        ["python benchmarks/bench_toy_vae.py --variants shipped latent16 --steps 1000 --json bench_results/toy_vae_cpu.json",
+        ["python benchmarks/bench_toy_vae.py --data WORK/data.pt --variants shipped latent16 --steps 1000 "
+         "--eval-every 250 --threads 1 --json bench_results/toy_vae_cpu.json",
          "python benchmarks/bench_toy_step.py --json bench_results/toy_step_cpu.json"], step,
         vae_table(vae) + "\n\n" + toy_step_table(step),
         "Candidate VAEs trained as the shipped one, scored by the round trip of held-out renders; and the cost of "
@@ -399,9 +425,11 @@ TRIED = [
     "drawing the novel views away from the input views when there are several (`away_view_prob`)",
     "filling the cells most grid directions see the object from, behind openings wider than the closing ball "
     "(`mc_fill_occluded`)",
+    "a lower RGB weight for several input views from the start, or on their colours or opacities only",
+    "stage 2 compared at the toy prior's 64 px, or with residual targets (render + refined - the render's VAE "
+    "round trip)",
     "training the toy prior on 32 px renders with the same 8x8 latents (`--resolution 32`)",
     "a wider toy VAE, 16x16 latents, or 8 latent channels (`benchmarks/bench_toy_vae.py` variants)",
-    "continuing the toy VAE as a whole, which moves the latents the UNet was trained on",
-    "sparse (pixel, Gaussian) pairs instead of dense tile blocks in the PyTorch rasterizer",
+    "a fused autograd function per chunk in the PyTorch rasterizer (less memory, slower at 256 px), chunks that "
+    "grow for deep tiles, the alpha sum folded into the colour matmul",
 ]
-

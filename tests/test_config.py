@@ -72,7 +72,9 @@ def test_every_key_is_in_base_yaml_with_a_comment_and_every_comment_is_one_short
     assert all(comment for _, _, comment in keys), [k for _, k, c in keys if not c]
     assert set(MODES) <= set(RULES)
     for path in glob.glob(os.path.join(CONFIGS, "*.yaml")):
-        for n, line in enumerate(open(path).read().splitlines(), 1):
+        with open(path) as fh:
+            lines = fh.read().splitlines()
+        for n, line in enumerate(lines, 1):
             assert len(line) <= 120, f"{path}:{n} is {len(line)} characters"
             comment = line.split("#", 1)[1] if "#" in line else ""
             assert not re.search(r"\d+(\.\d+)? ?(dB|%|s\b)|BENCHMARKS.md:|->", comment), f"{path}:{n}: a figure in a comment"

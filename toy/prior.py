@@ -20,26 +20,14 @@ import torch
 from io_utils import save_json
 from toy import objects as toy_objects
 
-RESOLUTION = 64  # render size of the shipped toy model (--resolution)
-LATENT = 8  # latent side at every --resolution (the UNet's sample_size)
-RESOLUTIONS = (32, 64)  # 32 px: the same 8x8 latents for a quarter of the pixels (4x downsampling)
+RESOLUTION = 64  # render size of the toy prior
+LATENT = 8  # latent side (the UNet's sample_size)
 CLIP_SIZE = 32  # the image encoder's input size (feature_extractor resizes to it)
-
-
-def vae_config(resolution: int = RESOLUTION) -> dict:
-    """The toy VAE for ``resolution`` px renders: one encoder block per halving down to 8x8x4
-    latents, the narrowest dropped first (64 px: widths (8, 16, 32, 64), 3 downsamplings;
-    32 px: (16, 32, 64), 2)."""
-    if resolution not in RESOLUTIONS:
-        raise ValueError(f"resolution must be one of {RESOLUTIONS}, not {resolution}")
-    blocks = int(round(math.log2(resolution / LATENT))) + 1
-    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 32, 64)[-blocks:],
-                down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-                layers_per_block=1, norm_num_groups=8, act_fn="silu", sample_size=resolution,
-                mid_block_add_attention=False)
-
-
-VAE_CONFIG = vae_config(RESOLUTION)
+# the VAE: one encoder block per halving, 64 px -> 8x8x4 latents (3 downsamplings)
+VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 32, 64),
+                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  layers_per_block=1, norm_num_groups=8, act_fn="silu", sample_size=RESOLUTION,
+                  mid_block_add_attention=False)
 UNET_CONFIG = dict(sample_size=LATENT, in_channels=8, out_channels=4, block_out_channels=(32, 64, 128),
                    layers_per_block=2, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
@@ -65,12 +53,12 @@ def save_atomic(obj, path):
     os.replace(path + ".tmp", path)
 
 
-def build_models(seed: int, resolution: int = RESOLUTION):
+def build_models(seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**vae_config(resolution))
+    vae = AutoencoderKL(**VAE_CONFIG)
     with torch.no_grad():  # start with a near-deterministic posterior (log-variance -8): learning is much faster
         vae.encoder.conv_out.weight[VAE_CONFIG["latent_channels"]:] = 0
         vae.encoder.conv_out.bias[VAE_CONFIG["latent_channels"]:] = -8.0
@@ -99,7 +87,7 @@ def load_init(folder: str):
     sd = load_file(os.path.join(folder, "clip_camera_projection", "diffusion_pytorch_model.safetensors"))
     proj = torch.nn.Linear(sd["proj.weight"].shape[1], sd["proj.weight"].shape[0])
     proj.load_state_dict({"weight": sd["proj.weight"], "bias": sd["proj.bias"]})
-    if unet.config.in_channels != 8:  # main() checked the VAE's resolution
+    if unet.config.in_channels != 8:  # train_prior.py checked the VAE's resolution
         raise ValueError(f"--init-from {folder}: not a toy Zero123 (unet in_channels {unet.config.in_channels}, "
                          "not 8)")
     return vae, unet, clip, proj, record

@@ -8,7 +8,7 @@ The architecture is Zero123's, in the published diffusers layout that ``guidance
 feature_extractor/, clip_camera_projection/, scheduler/, model_index.json), only narrower:
 
 1. data: ``--objects`` toy objects (toy/objects.py, seeds 0..N-1, all inside TRAIN_SEEDS),
-   ``--views`` renders each at 64 px (``--resolution``; 32 is the design being measured) on white
+   ``--views`` renders each at 64 px on white
    with the project's mesh renderer, elevations in [-30, 30], azimuths in [0, 360);
 2. vae: an AutoencoderKL (3 downsamplings: 64 px -> 8x8x4; 2 at 32 px) trained on those renders (MSE + L1,
    the object's pixels weighted 10x the background, + a small KL); its ``scaling_factor`` is set to 1 / std of the latents, as Stable Diffusion's;
@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from io_utils import save_json  # noqa: E402
 from toy import objects as toy_objects  # noqa: E402
-from toy.prior import (RESOLUTION, RESOLUTIONS, build_models, camera_table, encode_all, export,  # noqa: E402
+from toy.prior import (RESOLUTION, build_models, camera_table, encode_all, export,  # noqa: E402
                        init_unet_hours, load_init, make_data, sign_init, train_unet, train_vae)
 
 
@@ -85,9 +85,6 @@ def main(argv=None):
     ap.add_argument("--work", default="logs/toy_prior_work", help="data cache and resumable checkpoints")
     ap.add_argument("--objects", type=COUNT_ARG, default=1000, help="training objects (seeds 0..N-1)")
     ap.add_argument("--views", type=COUNT_ARG, default=10, help="renders per object")
-    ap.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=None,
-                    help=f"render size; the latents are 8x8x4 at either (64: 3 downsamplings, the shipped model; "
-                    f"32: 2). Default: {RESOLUTION}, or the --init-from folder's")
     ap.add_argument("--vae-steps", type=NONNEG_INT_ARG, default=2000)
     ap.add_argument("--vae-batch", type=COUNT_ARG, default=32)
     ap.add_argument("--vae-lr", type=POSITIVE_ARG, default=2e-3)
@@ -129,16 +126,10 @@ def main(argv=None):
     if args.init_from:
         with open(os.path.join(args.init_from, "vae", "config.json")) as fh:
             size = json.load(fh).get("sample_size")
-        if size not in RESOLUTIONS:
-            print(f"error: --init-from {args.init_from}: a {size} px VAE; a toy Zero123 is one of {RESOLUTIONS} px",
+        if size != RESOLUTION:
+            print(f"error: --init-from {args.init_from}: a {size} px VAE; a toy Zero123 is {RESOLUTION} px",
                   file=sys.stderr)
             return 2
-        if args.resolution not in (None, size):
-            print(f"error: --resolution {args.resolution}: --init-from {args.init_from} is a {size} px model "
-                  "(its VAE is kept, so its resolution is)", file=sys.stderr)
-            return 2
-        args.resolution = size
-    args.resolution = args.resolution or RESOLUTION
     lo, hi = args.pair_azimuths
     if not 0 <= lo <= hi <= 180:
         print(f"error: --pair-azimuths {lo:g} {hi:g}: need 0 <= MIN <= MAX <= 180 (degrees apart)", file=sys.stderr)
@@ -148,6 +139,7 @@ def main(argv=None):
     os.makedirs(args.work, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads", "eval_every", "eval_objects",
                                                                "attention")}
+    meta["resolution"] = RESOLUTION  # recorded: the render size of the run
     if args.init_from:
         meta["vae_steps"] = 0  # the folder's VAE is kept as it is
         meta["init_from"] = os.path.abspath(args.init_from)
@@ -155,8 +147,7 @@ def main(argv=None):
         del meta["init_from"]
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
-        # work folders from before --min-snr / --resolution / --pair-azimuths trained without weighting, at 64 px,
-        # on every pair
+        # a work folder records only the flags its run was given: the others at their defaults
         with open(meta_path) as fh:
             old = {"min_snr": 0.0, "resolution": RESOLUTION, "pair_azimuths": [0.0, 180.0], "sign_init": 0.0,
                    **json.load(fh)}
@@ -176,14 +167,14 @@ def main(argv=None):
         vae, unet, clip, proj, init_record = load_init(args.init_from)
         hours_before = init_unet_hours(init_record)
     else:
-        vae, unet, clip, proj = build_models(args.seed, args.resolution)
+        vae, unet, clip, proj = build_models(args.seed)
     if args.sign_init:  # a resumed run's checkpoint replaces it with the projection it trained
         sign_init(proj, args.sign_init, args.seed)
     if args.attention == "classic":
         from diffusers.models.attention_processor import AttnProcessor
 
         unet.set_attn_processor(AttnProcessor())
-    data = make_data(os.path.join(args.work, "data.pt"), args.objects, args.views, args.resolution)
+    data = make_data(os.path.join(args.work, "data.pt"), args.objects, args.views)
     t_data = time.time() - t0
     if init_record is None:
         vae_state = train_vae(vae, data["images"], args.vae_steps, args.vae_batch, args.vae_lr, args.work, args.seed)
