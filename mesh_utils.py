@@ -40,7 +40,8 @@ class NoSurfaceError(ValueError):
 
 
 # --------------------------------------------------------------- density query
-def _activated(gaussians, min_opacity):
+def activated_gaussians(gaussians, min_opacity):
+    """Means, 3D covariances, opacities and scales of the Gaussians above ``min_opacity``."""
     op = gaussians.opacities.detach()
     keep = op > min_opacity
     if not keep.any():
@@ -85,7 +86,7 @@ def density_grid(gaussians, resolution=128, num_blocks=16, padding=0.1, sigma_cu
     """
     if resolution % num_blocks:
         raise ValueError(f"resolution {resolution} must be a multiple of num_blocks {num_blocks}")
-    means, cov, op, scales = _activated(gaussians, min_opacity)
+    means, cov, op, scales = activated_gaussians(gaussians, min_opacity)
     centre, half = grid_bounds(means, padding)
     R, B = resolution, num_blocks
     S = R // B  # samples per block side

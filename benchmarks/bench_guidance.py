@@ -121,13 +121,8 @@ def main():
         import gc
 
         gc.collect()
-    machine = {**machine_info(), "threads": torch.get_num_threads()}
-    print(json.dumps({"machine": machine}))
-    print("\n" + report.guidance_table({"results": rows}))
-    if args.json:
-        from io_utils import save_json
-
-        save_json(args.json, {"machine": machine, "results": rows})
+    report.publish(args.json, {"machine": {**machine_info(), "threads": torch.get_num_threads()}, "results": rows},
+                   report.guidance_table)
 
 
 if __name__ == "__main__":

@@ -87,13 +87,7 @@ def main():
     timed(fb)
     t, _ = timed(fb, reps=5)
     rec("mesh_render_fwd_bwd_512", t, faces=int(mesh.f.shape[0]))
-    machine = machine_info()
-    print(json.dumps({"machine": machine}))
-    print("\n" + report.mesh_table({"results": rows}))
-    if args.json:
-        from io_utils import save_json
-
-        save_json(args.json, {"machine": machine, "results": rows})
+    report.publish(args.json, {"machine": machine_info(), "results": rows}, report.mesh_table)
 
 
 if __name__ == "__main__":

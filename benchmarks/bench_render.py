@@ -126,13 +126,7 @@ def main():
             r = q.get()
             results.append(r)
             print(json.dumps(r), flush=True)
-    machine = machine_info()
-    print(json.dumps({"machine": machine}))
-    print("\n" + report.render_table({"results": results}))
-    if args.json:
-        from io_utils import save_json
-
-        save_json(args.json, {"machine": machine, "results": results})
+    report.publish(args.json, {"machine": machine_info(), "results": results}, report.render_table)
 
 
 if __name__ == "__main__":

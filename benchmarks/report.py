@@ -16,6 +16,17 @@ def table(header: list, rows: list) -> str:
     return "\n".join(lines)
 
 
+def publish(json_path, record: dict, table_fn):
+    """A benchmark's end: its machine as a JSON line, its table, and the record written to
+    ``json_path`` (where given, atomically)."""
+    print(json.dumps({"machine": record["machine"]}))
+    print("\n" + table_fn(record))
+    if json_path:
+        from io_utils import save_json
+
+        save_json(json_path, record)
+
+
 def machine_line(record) -> str:
     """The machine a result file records, as one line."""
     m = record.get("machine") if isinstance(record, dict) else None
@@ -161,6 +172,16 @@ def view_sets_table(results: dict, runs=None) -> str:
     summary = summarise(results, runs, sets)
     counts = [f"- {k}: {v}" for k, v in summary.items() if "/" not in k and "minus" not in k]
     return sets_table(summary, runs, sets) + "\n\n" + "\n".join(counts)
+
+
+def combined(*results: dict) -> dict:
+    """Input-view results of several runs over the same objects and view sets, as one."""
+    out = {"settings": {**results[0]["settings"], "runs": [r for res in results for r in res["settings"]["runs"]]}}
+    for res in results:
+        for seed, entry in res.items():
+            if seed.isdigit():
+                out.setdefault(seed, {}).update(entry)
+    return out
 
 
 def meshes_table(result: dict) -> str:
@@ -382,9 +403,8 @@ def benchmarks_markdown(root: str) -> str:
          "python benchmarks/bench_input_views.py --seeds --meshes data/spot/spot_triangulated.obj "
          "tests/data/meshes/rabbit.obj tests/data/meshes/capsule.obj --json bench_results/input_views_meshes_cpu.json"],
         trained.get("settings", {}),
-        "Toy prior:\n\n" + view_sets_table(trained) + "\n\nOracle:\n\n" + view_sets_table(oracle) +
-        "\n\nNo prior:\n\n" + view_sets_table(noprior) + "\n\nReal meshes from three views, no prior, against "
-        "recon mode's 32:\n\n" + meshes_table(meshes),
+        view_sets_table(combined(trained, oracle, noprior)) + "\n\nReal meshes from three views, no prior, "
+        "against recon mode's 32:\n\n" + meshes_table(meshes),
         "Eight held-out toy objects, 3 seeds, stage 1 at 128 px, from one view (azimuth 0) or three (0, 90, 180); "
         "\"unseen\" is the view no input faces (azimuth 270). The oracle's one view already reaches F-score@5% of "
         "1.000 on some objects, where three views can only tie."))

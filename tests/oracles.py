@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from gs_renderer import ALPHA_MAX, ALPHA_MIN, SIGMA_CUT, T_MIN, covariance_3d, eval_sh, project_gaussians
-from mesh_utils import NoSurfaceError
+from gs_renderer import ALPHA_MAX, ALPHA_MIN, SIGMA_CUT, T_MIN, eval_sh, project_gaussians
+from mesh_utils import activated_gaussians
 
 
 def rasterize_dense(proj, colors, width, height):
@@ -54,20 +54,10 @@ def render_dense(gaussians, camera, bg_color=(1.0, 1.0, 1.0)) -> dict:
             "means2d": proj["means2d"]}
 
 
-def activated(gaussians, min_opacity):
-    """Means, 3D covariances and opacities of the Gaussians above ``min_opacity``."""
-    op = gaussians.opacities.detach()
-    keep = op > min_opacity
-    if not keep.any():
-        raise NoSurfaceError(f"no Gaussian has opacity above {min_opacity}")
-    cov = covariance_3d(gaussians.scales.detach()[keep], gaussians.quats.detach()[keep])
-    return gaussians.means.detach()[keep], cov, op[keep]
-
-
 @torch.no_grad()
 def density_brute(gaussians, points, sigma_cut=None, min_opacity=0.005):
     """The density at ``points`` [P,3] summed over every Gaussian (optionally cut at ``sigma_cut``)."""
-    means, cov, op = activated(gaussians, min_opacity)
+    means, cov, op, _ = activated_gaussians(gaussians, min_opacity)
     P = torch.linalg.inv(cov)
     d = points[:, None, :] - means[None]  # [P, N, 3]
     maha = torch.einsum("pni,nij,pnj->pn", d, P, d)
