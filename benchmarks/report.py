@@ -202,7 +202,7 @@ def curve_table(points: list) -> str:
 
 
 def prior_eval_table(result: dict) -> str:
-    (_, r), = result.items()
+    (_, r), = ((k, v) for k, v in result.items() if k != "machine")
     ts = list(r["train"])
     cell = lambda split, key, digits: " / ".join(f(r[split][t][key], digits) for t in ts)  # noqa: E731
     rows = [[split, cell(split, "eps", 4), cell(split, "eps_uncond", 4), cell(split, "gain", 3), cell(split, "x0", 4)]
@@ -409,10 +409,11 @@ def benchmarks_markdown(root: str) -> str:
         "\"unseen\" is the view no input faces (azimuth 270). The oracle's one view already reaches F-score@5% of "
         "1.000 on some objects, where three views can only tie."))
 
+    prior_eval = load(root, "toy_prior_eval_cpu.json")
     out.append(section(
         "The toy prior's own quality",
         ["python toy/eval_prior.py --models models/toy-zero123 --json bench_results/toy_prior_eval_cpu.json"],
-        None, prior_eval_table(load(root, "toy_prior_eval_cpu.json")),
+        prior_eval, prior_eval_table(prior_eval),
         "Denoising error of (input view -> target view) pairs through the guidance's own conditioning, on training "
         "and held-out objects, with the azimuth mirrored and with the camera held still; gain = 1 - eps / "
         "eps without conditions."))
@@ -427,13 +428,14 @@ def benchmarks_markdown(root: str) -> str:
 
     vae, step = load(root, "toy_vae_cpu.json"), load(root, "toy_step_cpu.json")
     out.append(section(
-        "The toy prior's VAE and training step",
+        "The toy prior's VAE",
         ["python benchmarks/bench_toy_vae.py --data WORK/data.pt --variants shipped latent16 --steps 1000 "
-         "--eval-every 250 --threads 1 --json bench_results/toy_vae_cpu.json",
-         "python benchmarks/bench_toy_step.py --json bench_results/toy_step_cpu.json"], step,
-        vae_table(vae) + "\n\n" + toy_step_table(step),
-        "Candidate VAEs trained as the shipped one, scored by the round trip of held-out renders; and the cost of "
-        "one UNet training step per batch size and CPU variant."))
+         "--eval-every 250 --threads 1 --json bench_results/toy_vae_cpu.json"], vae, vae_table(vae),
+        "Candidate VAEs trained as the shipped one for the same steps, scored by the round trip of held-out renders."))
+    out.append(section(
+        "The toy prior's training step", ["python benchmarks/bench_toy_step.py --json bench_results/toy_step_cpu.json"],
+        step, toy_step_table(step),
+        "One UNet training step (forward, backward, AdamW) per batch size and CPU variant."))
 
     out.append("## Tried and not kept\n")
     out += [f"- tried: {line}, no gain." for line in TRIED]

@@ -61,8 +61,9 @@ def main(argv=None):
     print(table(results))
     if args.json:
         from io_utils import save_json
+        from outputs import machine_info
 
-        save_json(args.json, results)
+        save_json(args.json, {**results, "machine": machine_info()})
     return 0
 
 
