@@ -31,7 +31,7 @@ def machine_line(record) -> str:
     """The machine a result file records, as one line."""
     m = record.get("machine") if isinstance(record, dict) else None
     if not m:
-        return "Machine: not recorded in the file (a 2-core x86_64 CPU machine of this project's kind, torch 2.13.0)."
+        return "Machine: not recorded in the file (a 2-core CPU machine of this project's kind)."
     cpu = m.get("cpu") or "CPU model not recorded"
     cores = m.get("cores") or m.get("cpus")
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
@@ -165,10 +165,10 @@ def stage2_table(result: dict) -> str:
                   "objects improved (oracle / exact)"], rows)
 
 
-def view_sets_table(results: dict, runs=None) -> str:
+def view_sets_table(results: dict) -> str:
     from toy.view_sets import summarise, table as sets_table
 
-    runs, sets = runs or results["settings"]["runs"], results["settings"]["view_sets"]
+    runs, sets = results["settings"]["runs"], results["settings"]["view_sets"]
     summary = summarise(results, runs, sets)
     counts = [f"- {k}: {v}" for k, v in summary.items() if "/" not in k and "minus" not in k]
     return sets_table(summary, runs, sets) + "\n\n" + "\n".join(counts)
