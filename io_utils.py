@@ -76,14 +76,19 @@ def bytes_writer(data: bytes):
     return write
 
 
+def text_writer(text: str):
+    """``write_fn(tmp)`` writing ``text`` (for ``atomic_write`` / ``write_together``)."""
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    return write
+
+
 def save_json(path: str, data, indent: int = 1):
     """``data`` as JSON at ``path``, atomically (a benchmark's results, a record)."""
     import json
 
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=indent)
-    atomic_write(path, write)
+    atomic_write(path, text_writer(json.dumps(data, indent=indent)))
 
 
 def load_json(path: str):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from io_utils import atomic_write, bytes_writer, image_writer, load_image, require_file, write_together
+from io_utils import atomic_write, bytes_writer, image_writer, load_image, require_file, text_writer, write_together
 
 DEFAULT_MAX_TEXTURE = 4096  # longest side of an input texture or packed atlas (config: input_max_texture)
 NEUTRAL_GREY = 0.5  # the colour of a mesh that has no texture, material colour or vertex colours
@@ -113,7 +113,7 @@ class Mesh:
             mtl = (f"newmtl material_0\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\nd 1.0\nillum 1\n"
                    f"map_Kd {name}_albedo.png\n")
             albedo_path, mtl_path, _ = mesh_files(path)
-            files += [(albedo_path, image_writer(tex)), (mtl_path, _text_writer(mtl))]
+            files += [(albedo_path, image_writer(tex)), (mtl_path, text_writer(mtl))]
             lines += [f"mtllib {name}.mtl", "usemtl material_0"]
         if vc is None:
             lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in v]
@@ -128,7 +128,7 @@ class Mesh:
         else:
             lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in fi]
         text = "\n".join(lines) + "\n"
-        write_together(files + [(path, _text_writer(text))])  # all three or none; the .obj renamed last
+        write_together(files + [(path, text_writer(text))])  # all three or none; the .obj renamed last
 
     def to_trimesh(self):
         import trimesh
@@ -278,13 +278,6 @@ def mesh_files(path: str) -> list:
     (``Mesh.save_obj`` writes them under these names), then the mesh itself."""
     base, ext = os.path.splitext(path)
     return ([base + "_albedo.png", base + ".mtl"] if ext.lower() == ".obj" else []) + [path]
-
-
-def _text_writer(text: str):
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text)
-    return write
 
 
 def split_texture_reference(text: str) -> tuple[str, dict]:

@@ -57,7 +57,7 @@ from toy.evaluation import novel_views  # noqa: E402
 from toy.oracle import oracle_builder  # noqa: E402
 from toy.runs import (check_seeds_and_model, colour_metrics, failed_metrics, mesh_metrics, remesh,  # noqa: E402
                       run_stages, untrained_model)
-from toy.summary import RUNS, score, summarise, table  # noqa: E402
+from toy.summary import RUNS, judge, table  # noqa: E402
 from trainer import progress  # noqa: E402
 
 
@@ -154,9 +154,7 @@ def main(argv=None):
         results[str(s)][run].append(m)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(seed=s, run=run, fscore=f"{m['fscore']:.3f}", iou_back=f"{m['iou_back']:.3f}")
-    for s in args.seeds:
-        score(results, str(s))
-    results["summary"] = summarise(results)
+    judge(results)
     results["summary"]["seconds"] = round(time.perf_counter() - t0, 1)
     results["summary"]["config"] = os.path.relpath(args.config, ROOT)
     results["summary"]["overrides"] = list(args.overrides)

@@ -120,13 +120,9 @@ def summarised(result: dict) -> dict:
     """A bench_toy result with its summary (made as the benchmark makes it where a file has none)."""
     if "summary" in result:
         return result
-    from toy.summary import score, summarise
+    from toy.summary import judge
 
-    out = {k: dict(v) for k, v in result.items() if k.isdigit()}
-    for seed in out:
-        score(out, seed)
-    out["summary"] = summarise(out)
-    return out
+    return judge({k: dict(v) for k, v in result.items() if k.isdigit()})
 
 
 def scale_table(results: dict) -> str:

@@ -20,7 +20,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from benchmarks.report import benchmarks_markdown
     from config import reference_markdown
-    from io_utils import atomic_write
+    from io_utils import atomic_write, text_writer
 
     stale = []
     for path, text in ((os.path.join(ROOT, "docs", "configuration.md"), reference_markdown()),
@@ -34,11 +34,7 @@ def main(argv=None):
         if args.check:
             stale.append(os.path.relpath(path, ROOT))
             continue
-
-        def write(tmp, text=text):
-            with open(tmp, "w") as fh:
-                fh.write(text)
-        atomic_write(path, write)
+        atomic_write(path, text_writer(text))
         print(f"wrote {os.path.relpath(path, ROOT)}")
     if stale:
         print(f"error: {', '.join(stale)} differ from what python docs/build.py makes", file=sys.stderr)

@@ -67,6 +67,14 @@ def score(results: dict, seed: str):
         entry["stage2_gain"] = gains
 
 
+def judge(results: dict) -> dict:
+    """Every object's judgements (``score``) and the summary of all, added to ``results``."""
+    for seed in [k for k in results if k != "summary"]:
+        score(results, seed)
+    results["summary"] = summarise(results)
+    return results
+
+
 def summarise(results: dict) -> dict:
     seeds = [k for k in results if k != "summary"]
     summary = {}

@@ -63,18 +63,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from io_utils import save_json  # noqa: E402
+from io_utils import load_json, save_json  # noqa: E402
 from toy import objects as toy_objects  # noqa: E402
 from toy.prior import (RESOLUTION, build_models, camera_table, encode_all, export,  # noqa: E402
                        init_unet_hours, load_init, make_data, sign_init, train_unet, train_vae)
-
-
-def read_json(path: str, default):
-    """The JSON at ``path``, or ``default`` where there is no such file."""
-    if not os.path.isfile(path):
-        return default
-    with open(path) as fh:
-        return json.load(fh)
 
 
 def main(argv=None):
@@ -124,8 +116,7 @@ def main(argv=None):
               "(the folder it starts from is read again on every resume)", file=sys.stderr)
         return 2
     if args.init_from:
-        with open(os.path.join(args.init_from, "vae", "config.json")) as fh:
-            size = json.load(fh).get("sample_size")
+        size = load_json(os.path.join(args.init_from, "vae", "config.json")).get("sample_size")
         if size != RESOLUTION:
             print(f"error: --init-from {args.init_from}: a {size} px VAE; a toy Zero123 is {RESOLUTION} px",
                   file=sys.stderr)
@@ -148,9 +139,8 @@ def main(argv=None):
     meta_path = os.path.join(args.work, "args.json")
     if os.path.isfile(meta_path):
         # a work folder records only the flags its run was given: the others at their defaults
-        with open(meta_path) as fh:
-            old = {"min_snr": 0.0, "resolution": RESOLUTION, "pair_azimuths": [0.0, 180.0], "sign_init": 0.0,
-                   **json.load(fh)}
+        old = {"min_snr": 0.0, "resolution": RESOLUTION, "pair_azimuths": [0.0, 180.0], "sign_init": 0.0,
+               **load_json(meta_path)}
         history = old.pop("unet_steps_history", [old.get("unet_steps")])
         same_but_longer = ({**old, "unet_steps": meta["unet_steps"]} == meta and meta["unet_steps"] >= history[-1])
         if not same_but_longer:
@@ -190,7 +180,7 @@ def main(argv=None):
         scaling = float(vae.config.scaling_factor)
     T = camera_table(data["c2w"])
     curve_path = os.path.join(args.work, "curve.json")
-    curve = read_json(curve_path, [])
+    curve = load_json(curve_path) if os.path.isfile(curve_path) else []
 
     def curve_point(step, ema, seconds, loss):
         """One learning-curve point: the EMA weights exported as a model folder, scored as
@@ -236,7 +226,7 @@ def main(argv=None):
               "unet_training_seconds": round(unet_state.get("seconds", 0.0), 2)}
     # every run on this --work (a continued UNet has several): steps reached, times, threads
     runs_path = os.path.join(args.work, "runs.json")
-    runs = read_json(runs_path, [])
+    runs = load_json(runs_path) if os.path.isfile(runs_path) else []
     runs.append({"unet_steps": args.unet_steps, "seconds": record["seconds"], "torch_threads": record["torch_threads"],
                  "date": time.strftime("%Y-%m-%d")})
     save_json(runs_path, runs)
