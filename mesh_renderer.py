@@ -43,6 +43,24 @@ def _bary(clip_f: torch.Tensor, ndc: torch.Tensor) -> torch.Tensor:
     return torch.cross(A, B, dim=-1)
 
 
+def box_pixels(x0, x1, y0, y1, keep, max_pairs: int = 4_000_000):
+    """Every (face, px, py) with px in [x0, x1] and py in [y0, y1] of each face where ``keep``
+    (long / bool tensors [F]), yielded in groups of at most about ``max_pairs`` pairs."""
+    nx = (x1 - x0 + 1).clamp_min(0) * keep
+    ny = (y1 - y0 + 1).clamp_min(0) * keep
+    n = nx * ny
+    fids = torch.nonzero(n).flatten()
+    if not fids.numel():
+        return
+    group_of = torch.div(torch.cumsum(n[fids], 0) - 1, max_pairs, rounding_mode="floor")
+    for gi in torch.unique(group_of).tolist():
+        sel = fids[group_of == gi]
+        cnt = n[sel]
+        fid = torch.repeat_interleave(sel, cnt)
+        local = torch.arange(fid.shape[0], device=fid.device) - (torch.cumsum(cnt, 0) - cnt).repeat_interleave(cnt)
+        yield fid, x0[fid] + local % nx[fid], y0[fid] + torch.div(local, nx[fid], rounding_mode="floor")
+
+
 def rasterize_torch(clip: torch.Tensor, faces: torch.Tensor, height: int, width: int, max_pairs: int = 4_000_000):
     """Z-buffer rasterization in pure PyTorch.
 
@@ -64,30 +82,18 @@ def rasterize_torch(clip: torch.Tensor, faces: torch.Tensor, height: int, width:
         x1 = torch.floor(sx.amax(1)).clamp(-1, width - 1).long()
         y0 = torch.ceil(sy.amin(1)).clamp(0, height).long()
         y1 = torch.floor(sy.amax(1)).clamp(-1, height - 1).long()
-        nx = (x1 - x0 + 1).clamp_min(0) * front
-        ny = (y1 - y0 + 1).clamp_min(0) * front
-        n = nx * ny
-        fids = torch.nonzero(n).flatten()
         zbuf = torch.full((HW,), float("inf"), dtype=c.dtype, device=dev)
         best = torch.full((HW,), -1, dtype=torch.long, device=dev)
         hits = []  # (face, pixel, depth) of every covered pair, gathered group by group
-        if fids.numel():
-            # process faces in groups whose tested pairs fit in max_pairs
-            group_of = torch.div(torch.cumsum(n[fids], 0) - 1, max_pairs, rounding_mode="floor")
-            for gi in torch.unique(group_of).tolist():
-                sel = fids[group_of == gi]
-                cnt = n[sel]
-                fid = torch.repeat_interleave(sel, cnt)
-                local = torch.arange(fid.shape[0], device=dev) - (torch.cumsum(cnt, 0) - cnt).repeat_interleave(cnt)
-                px = x0[fid] + local % nx[fid]
-                py = y0[fid] + torch.div(local, nx[fid], rounding_mode="floor")
-                ndc = torch.stack([(px + 0.5) / width * 2 - 1, 1 - (py + 0.5) / height * 2], -1).to(c.dtype)
-                b = _bary(cf[fid], ndc)
-                s = b.sum(-1)
-                inside = (s.abs() > 1e-12) & ((b * s.sign()[:, None]) >= 0).all(-1)
-                b = b[inside] / s[inside, None]
-                fid, pix = fid[inside], (py * width + px)[inside]
-                hits.append((fid, pix, (b * cf[fid, :, 3]).sum(-1)))
+        for fid, px, py in box_pixels(x0, x1, y0, y1, front, max_pairs):
+            ndc = torch.stack([(px + 0.5) / width * 2 - 1, 1 - (py + 0.5) / height * 2], -1).to(c.dtype)
+            b = _bary(cf[fid], ndc)
+            s = b.sum(-1)
+            inside = (s.abs() > 1e-12) & ((b * s.sign()[:, None]) >= 0).all(-1)
+            b = b[inside] / s[inside, None]
+            fid, pix = fid[inside], (py * width + px)[inside]
+            hits.append((fid, pix, (b * cf[fid, :, 3]).sum(-1)))
+        if hits:
             fid, pix, depth = (torch.cat(t) for t in zip(*hits))
             zbuf.scatter_reduce_(0, pix, depth, reduce="amin")
             win = depth <= zbuf[pix]

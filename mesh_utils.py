@@ -16,7 +16,8 @@
 3. ``marching_cubes`` (PyMCubes) at ``density_thresh``, then ``clean_mesh`` (merge close vertices,
    drop degenerate faces and small floating components) and ``decimate`` (quadric decimation,
    fast-simplification via trimesh).
-4. ``unwrap_uv``: xatlas.
+4. ``uv_atlas.unwrap_uv``: charts from the surface normals packed by xatlas, or xatlas whole
+   (``uv_unwrap``).
 5. ``bake_texture``: colour back-projection from renders of the Gaussians. Every texel is
    located on the surface (rasterizing the mesh in UV space), projected into each view, kept
    where the mesh is visible there (depth test) and faces the camera (normal . view >
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from mesh import Mesh
+from uv_atlas import unwrap_uv
 
 
 class NoSurfaceError(ValueError):
@@ -221,22 +223,6 @@ def decimate(verts, faces, target_faces: int):
     return np.asarray(v, np.float32), np.asarray(f, np.int64)
 
 
-def unwrap_uv(verts, faces, resolution: int = 1024, padding: int = 2):
-    """xatlas UV unwrap; returns (verts, faces, uvs), vertices split along chart seams."""
-    import xatlas
-
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(verts, faces.astype(np.uint32))
-    chart_opts = xatlas.ChartOptions()
-    pack_opts = xatlas.PackOptions()
-    pack_opts.resolution = resolution
-    pack_opts.padding = padding
-    pack_opts.bilinear = True
-    atlas.generate(chart_options=chart_opts, pack_options=pack_opts)
-    vmapping, new_faces, uvs = atlas[0]
-    return verts[vmapping], new_faces.astype(np.int64), uvs.astype(np.float32)
-
-
 # --------------------------------------------------------------- back-projection
 def texel_surface(mesh: Mesh, size: int):
     """Rasterize ``mesh`` in UV space: per-texel face id [S,S] and 3D position / normal [S,S,3]."""
@@ -361,7 +347,7 @@ def gaussians_to_mesh(gaussians, cfg, render_fn, log=print):
     verts, faces = clean_mesh(verts, faces, cfg.min_component_ratio, cfg.remove_cavities)
     verts, faces = decimate(verts, faces, cfg.decimate_target)
     lap("cleanup_decimate")
-    verts, faces, uvs = unwrap_uv(verts, faces, cfg.texture_size)
+    verts, faces, uvs = unwrap_uv(verts, faces, cfg.texture_size, method=cfg.uv_unwrap)
     lap("uv_unwrap")
     mesh = Mesh(torch.from_numpy(verts), torch.from_numpy(faces), torch.from_numpy(uvs))
     cams = [Camera.orbit(el, az, cfg.radius, cfg.fovy, cfg.bake_resolution)

@@ -6,6 +6,8 @@
 - images: ``psnr``, ``ssim``, ``mask_iou``, ``image_metrics`` (all three over lists of views);
 - ``evaluate``: a textured mesh against a ground-truth mesh or a folder of posed test views
   (what ``scripts/eval_recon.py`` prints);
+- ``rebake``: a textured mesh's renders baked onto a fresh UV unwrap of its geometry, scored at
+  held-out views (how much texture an unwrap and the back-projection keep);
 - ``clip_similarity``: CLIP cosine similarity between an input image and renders of a mesh (what
   ``scripts/clip_eval.py`` prints; the model loads as the guidance models do).
 """
@@ -170,6 +172,45 @@ def evaluate(pred_path: str, gt_path: str, num_views: int = 16, resolution: int 
         save_image(grid, torch.cat([top, bottom], 1).permute(1, 2, 0).numpy())
         result["grid"] = grid
     return result
+
+
+REBAKE_HELD_OUT = ((-15, 20), (20, 115), (-40, 250), (5, 300))  # (elevation, azimuth) of the scored views
+
+
+def rebake(mesh: Mesh, texture_size: int = 512, method: str = "charts", resolution: int = 256) -> dict:
+    """Render ``mesh`` (centred, 1.2 across) from 24 orbit views (8 azimuths at -30, 0 and 30
+    degrees), weld its vertices, unwrap it afresh (``uv_atlas.unwrap_uv(method=)``), bake the
+    renders into a ``texture_size`` texture and render both meshes at ``REBAKE_HELD_OUT``. Returns
+    {"psnr": [4], "coverage", "seconds" (the unwrap), "mesh": the baked mesh, "reference": the
+    centred input, "stats": ``uv_atlas.atlas_stats``}."""
+    import time
+
+    import trimesh
+
+    from cameras import Camera
+    from mesh_utils import bake_texture, bake_views
+    from uv_atlas import atlas_stats, unwrap_uv
+
+    lo, hi = mesh.bounds()
+    ref = Mesh(((mesh.v - (lo + hi) / 2) / float((hi - lo).max()) * 1.2).float(), mesh.f, mesh.vt, mesh.albedo)
+    views = []
+    for el, az in bake_views(8, (-30.0, 0.0, 30.0)):
+        cam = Camera.orbit(el, az, 2.2, 49.1, resolution)
+        out = render_mesh(ref, cam)
+        views.append((cam, out["image"], out["alpha"]))
+    welded = trimesh.Trimesh(ref.v.numpy(), ref.f.numpy(), process=True)  # without the input's UV seams
+    verts, faces = np.asarray(welded.vertices, np.float32), np.asarray(welded.faces, np.int64)
+    t = time.perf_counter()
+    v, f, uv = unwrap_uv(verts, faces, texture_size, method=method)
+    seconds = time.perf_counter() - t
+    baked = Mesh(torch.from_numpy(v), torch.from_numpy(f), torch.from_numpy(uv))
+    baked.albedo, coverage = bake_texture(baked, views, texture_size=texture_size)
+    scores = []
+    for el, az in REBAKE_HELD_OUT:
+        cam = Camera.orbit(el, az, 2.2, 49.1, resolution)
+        scores.append(psnr(render_mesh(baked, cam)["image"], render_mesh(ref, cam)["image"]))
+    return {"psnr": scores, "coverage": coverage, "seconds": seconds, "mesh": baked, "reference": ref,
+            "stats": atlas_stats(faces, f, uv, texture_size)}
 
 
 # ---------------------------------------------------------------------------------- CLIP

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from config import load_config
+from config import ConfigError, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(ROOT, "data", "ghost_rgba.png")
@@ -61,12 +61,12 @@ def test_final_prune_keys_reach_the_prune(tmp_path, zero123_path, monkeypatch):
     assert seen == [(0.03, 0.2)]
 
 
-def test_mesh_export_keys_reach_the_density_query_and_the_cleanup(monkeypatch):
+def test_mesh_export_keys_reach_the_density_query_the_cleanup_and_the_unwrap(monkeypatch):
     import mesh_utils
     from gaussians import sphere_of_gaussians
 
     calls = {}
-    grid_fn, clean_fn = mesh_utils.density_grid, mesh_utils.clean_mesh
+    grid_fn, clean_fn, unwrap_fn = mesh_utils.density_grid, mesh_utils.clean_mesh, mesh_utils.unwrap_uv
 
     def grid(*a):
         calls["grid"] = a[1:]
@@ -75,19 +75,27 @@ def test_mesh_export_keys_reach_the_density_query_and_the_cleanup(monkeypatch):
     def clean(*a):
         calls["clean"] = a[2:]
         return clean_fn(*a)
+
+    def unwrap(*a, method):
+        calls["unwrap"] = a[2:] + (method,)
+        return unwrap_fn(*a, method=method)
     monkeypatch.setattr(mesh_utils, "density_grid", grid)
     monkeypatch.setattr(mesh_utils, "clean_mesh", clean)
+    monkeypatch.setattr(mesh_utils, "unwrap_uv", unwrap)
     cfg = load_config(os.path.join(ROOT, "configs", "base.yaml"),
                       ["save_path=x", "mc_resolution=32", "mc_num_blocks=4", "mc_padding=0.2", "mc_sigma_cut=2.5",
                        "mc_margin=0.01", "mc_min_opacity=0.02", "min_component_ratio=0.05", "remove_cavities=false",
                        "texture_size=32", "bake_resolution=32", "bake_num_azimuth=2", "bake_elevations=[0]",
-                       "mesh_renderer=torch", "decimate_target=0", "mc_close_radius=0"])
+                       "mesh_renderer=torch", "decimate_target=0", "mc_close_radius=0", "uv_unwrap=xatlas"])
     g = sphere_of_gaussians(800, scale=0.04)
 
     def render_fn(cam):
         return torch.ones(3, cam.height, cam.width), torch.ones(1, cam.height, cam.width)
     mesh_utils.gaussians_to_mesh(g, cfg, render_fn, log=lambda *a: None)
     assert calls["grid"] == (32, 4, 0.2, 2.5, 0.01, 0.02) and calls["clean"] == (0.05, False)
+    assert calls["unwrap"] == (32, "xatlas")
+    with pytest.raises(ConfigError, match="uv_unwrap"):
+        load_config(os.path.join(ROOT, "configs", "base.yaml"), ["save_path=x", "uv_unwrap=lscm"])
 
 
 def test_recon_view_keys_shape_the_views(monkeypatch):
