@@ -34,7 +34,7 @@ def to_clip(v: torch.Tensor, camera) -> torch.Tensor:
     return torch.cat([v, torch.ones_like(v[:, :1])], 1) @ mvp.T
 
 
-def _bary(clip_f: torch.Tensor, ndc: torch.Tensor) -> torch.Tensor:
+def bary_weights(clip_f: torch.Tensor, ndc: torch.Tensor) -> torch.Tensor:
     """Perspective-correct barycentrics of NDC points ``ndc`` [M,2] in triangles ``clip_f`` [M,3,4]
     (unnormalised: the cross product of A_i = x_i - px w_i and B_i = y_i - py w_i)."""
     w = clip_f[..., 3]
@@ -43,9 +43,15 @@ def _bary(clip_f: torch.Tensor, ndc: torch.Tensor) -> torch.Tensor:
     return torch.cross(A, B, dim=-1)
 
 
-def box_pixels(x0, x1, y0, y1, keep, max_pairs: int = 4_000_000):
-    """Every (face, px, py) with px in [x0, x1] and py in [y0, y1] of each face where ``keep``
-    (long / bool tensors [F]), yielded in groups of at most about ``max_pairs`` pairs."""
+def box_pixels(sx, sy, width, height, keep, max_pairs: int = 4_000_000):
+    """Every (face, px, py) of the pixels in each face's bounding box whose centre lies within the
+    box, for faces where ``keep``; ``sx``, ``sy`` [F,3] are the vertices in pixel-centre
+    coordinates (pixel (px, py) has centre (px, py)). Yielded in groups of at most about
+    ``max_pairs`` pairs."""
+    x0 = torch.ceil(sx.amin(1)).clamp(0, width).long()
+    x1 = torch.floor(sx.amax(1)).clamp(-1, width - 1).long()
+    y0 = torch.ceil(sy.amin(1)).clamp(0, height).long()
+    y1 = torch.floor(sy.amax(1)).clamp(-1, height - 1).long()
     nx = (x1 - x0 + 1).clamp_min(0) * keep
     ny = (y1 - y0 + 1).clamp_min(0) * keep
     n = nx * ny
@@ -78,16 +84,12 @@ def rasterize_torch(clip: torch.Tensor, faces: torch.Tensor, height: int, width:
         front = (cf[..., 3] > 1e-6).all(1)
         sx = (cf[..., 0] / cf[..., 3].clamp_min(1e-6) + 1) * 0.5 * width - 0.5  # pixel-centre coordinates
         sy = (1 - cf[..., 1] / cf[..., 3].clamp_min(1e-6)) * 0.5 * height - 0.5
-        x0 = torch.ceil(sx.amin(1)).clamp(0, width).long()
-        x1 = torch.floor(sx.amax(1)).clamp(-1, width - 1).long()
-        y0 = torch.ceil(sy.amin(1)).clamp(0, height).long()
-        y1 = torch.floor(sy.amax(1)).clamp(-1, height - 1).long()
         zbuf = torch.full((HW,), float("inf"), dtype=c.dtype, device=dev)
         best = torch.full((HW,), -1, dtype=torch.long, device=dev)
         hits = []  # (face, pixel, depth) of every covered pair, gathered group by group
-        for fid, px, py in box_pixels(x0, x1, y0, y1, front, max_pairs):
+        for fid, px, py in box_pixels(sx, sy, width, height, front, max_pairs):
             ndc = torch.stack([(px + 0.5) / width * 2 - 1, 1 - (py + 0.5) / height * 2], -1).to(c.dtype)
-            b = _bary(cf[fid], ndc)
+            b = bary_weights(cf[fid], ndc)
             s = b.sum(-1)
             inside = (s.abs() > 1e-12) & ((b * s.sign()[:, None]) >= 0).all(-1)
             b = b[inside] / s[inside, None]
@@ -104,7 +106,7 @@ def rasterize_torch(clip: torch.Tensor, faces: torch.Tensor, height: int, width:
     if pix.numel():
         py, px = torch.div(pix, width, rounding_mode="floor"), pix % width
         ndc = torch.stack([(px + 0.5) / width * 2 - 1, 1 - (py + 0.5) / height * 2], -1).to(clip.dtype)
-        b = _bary(clip[faces[best[pix]]], ndc)  # with autograd, from the live clip coordinates
+        b = bary_weights(clip[faces[best[pix]]], ndc)  # with autograd, from the live clip coordinates
         bary = bary.index_put((pix,), b / b.sum(-1, keepdim=True))
     return face_id, bary.reshape(height, width, 3)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import numpy as np
 import torch
@@ -183,8 +184,6 @@ def rebake(mesh: Mesh, texture_size: int = 512, method: str = "charts", resoluti
     renders into a ``texture_size`` texture and render both meshes at ``REBAKE_HELD_OUT``. Returns
     {"psnr": [4], "coverage", "seconds" (the unwrap), "mesh": the baked mesh, "reference": the
     centred input, "stats": ``uv_atlas.atlas_stats``}."""
-    import time
-
     import trimesh
 
     from cameras import Camera

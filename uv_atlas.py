@@ -20,11 +20,14 @@ re-cut piece by piece, so its time grows much faster than the face count (BENCHM
 4. A chart that covers itself in the projection (the surface folds back over itself while still
    facing the same way) is found by rasterizing the packed atlas at ``resolution``: a texel centre
    strictly inside two faces. The upper face of each such pair leaves its chart, and the atlas is
-   packed again; after ``MAX_SPLIT_ROUNDS`` the faces still overlapping become charts of one face.
+   packed again; after ``MAX_SPLIT_ROUNDS`` such rounds the faces still overlapping become charts of
+   one face, until none overlaps.
 
 Vertices are split along chart seams, as xatlas's output is.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -72,13 +75,11 @@ def _xatlas_unwrap(verts, faces, resolution, padding):
 
 # --------------------------------------------------------------- charts
 def face_adjacency(faces):
-    """Pairs (a, b) of faces that share an edge (consecutive ones where more than two do)."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1).astype(np.int64)
-    key = e[:, 0] * (int(faces.max()) + 1) + e[:, 1]
-    order = np.argsort(key, kind="stable")
-    fid = np.tile(np.arange(len(faces)), 3)[order]
-    same = key[order][1:] == key[order][:-1]
-    return fid[:-1][same], fid[1:][same]
+    """Pairs (a, b) of faces that share an edge."""
+    import trimesh
+
+    pairs = trimesh.graph.face_adjacency(faces=faces)
+    return pairs[:, 0], pairs[:, 1]
 
 
 def _components(n, a, b, joined):
@@ -191,23 +192,16 @@ def pack(uv, faces, vchart, resolution, padding):
 def texel_hits(uv, faces, size, strict=False):
     """(face, texel) pairs of an atlas at ``size`` x ``size``: texel centres inside each face
     (``strict``: not on its edges). Texel (i, j) has centre ((j+.5)/S, (i+.5)/S) in UV."""
-    from mesh_renderer import box_pixels
+    from mesh_renderer import bary_weights, box_pixels
 
-    t = torch.as_tensor(np.asarray(uv, np.float64))[torch.as_tensor(faces)] * size - 0.5  # [F,3,2]
-    x0 = torch.ceil(t[..., 0].amin(1)).clamp(0, size).long()
-    x1 = torch.floor(t[..., 0].amax(1)).clamp(-1, size - 1).long()
-    y0 = torch.ceil(t[..., 1].amin(1)).clamp(0, size).long()
-    y1 = torch.floor(t[..., 1].amax(1)).clamp(-1, size - 1).long()
+    t = torch.as_tensor(np.asarray(uv, np.float64))[torch.as_tensor(faces)] * size - 0.5  # [F,3,2], texel units
+    tri = torch.cat([t, torch.zeros_like(t[..., :1]), torch.ones_like(t[..., :1])], -1)  # as clip coords, w = 1
     e0, e1 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
-    area = e0[:, 0] * e1[:, 1] - e0[:, 1] * e1[:, 0]
+    keep = (e0[:, 0] * e1[:, 1] - e0[:, 1] * e1[:, 0]).abs() > 1e-12
     fids, pixels = [], []
-    for fid, px, py in box_pixels(x0, x1, y0, y1, area.abs() > 1e-12):
-        p = torch.stack([px, py], -1).double()
-        tri = t[fid]
-        w = [(tri[:, (k + 2) % 3, 0] - tri[:, (k + 1) % 3, 0]) * (p[:, 1] - tri[:, (k + 1) % 3, 1])
-             - (tri[:, (k + 2) % 3, 1] - tri[:, (k + 1) % 3, 1]) * (p[:, 0] - tri[:, (k + 1) % 3, 0])
-             for k in range(3)]
-        b = torch.stack(w, -1) * area[fid].sign()[:, None] / area[fid].abs()[:, None]  # barycentrics
+    for fid, px, py in box_pixels(t[..., 0], t[..., 1], size, size, keep):
+        w = bary_weights(tri[fid], torch.stack([px, py], -1).double())
+        b = w / w.sum(-1, keepdim=True)
         inside = (b > 1e-6).all(-1) if strict else (b >= 0).all(-1)
         fids.append(fid[inside])
         pixels.append((py * size + px)[inside])
@@ -232,22 +226,19 @@ def chart_unwrap(verts, faces, resolution=1024, padding=2):
     chart = _components(len(faces), a, b, label[a] == label[b])
     direction = chart_axes(chart, label, cross, normal)[chart]  # per face, kept when charts split
     depth = (verts[faces].mean(1) * direction).sum(1)
-    for round_ in range(MAX_SPLIT_ROUNDS + 1):
+    for round_ in itertools.count():
         vmap, new_faces, uv, vchart = project(verts, faces, chart, _per_chart(chart, direction))
         packed = pack(uv, new_faces, vchart, resolution, padding)
         f1, f2 = overlapping_pairs(packed, new_faces, resolution)
         if not len(f1):
-            break
-        # the upper layer of each fold leaves its chart
-        upper = np.zeros(len(faces), bool)
-        upper[np.where(depth[f1] >= depth[f2], f1, f2)] = True
+            return verts[vmap], new_faces, packed
         group = chart.copy()
-        if round_ < MAX_SPLIT_ROUNDS:
-            group[upper] += int(chart.max()) + 1
-        else:  # one face cannot fold
-            group[upper] = int(chart.max()) + 1 + np.arange(int(upper.sum()))
+        if round_ < MAX_SPLIT_ROUNDS:  # the upper layer of each fold leaves its chart
+            group[np.where(depth[f1] >= depth[f2], f1, f2)] += int(chart.max()) + 1
+        else:  # the faces still overlapping become charts of one face (a face cannot fold): each round
+            both = np.unique(np.concatenate([f1, f2]))  # makes one at least, so the loop ends
+            group[both] = int(chart.max()) + 1 + np.arange(len(both))
         chart = _components(len(faces), a, b, group[a] == group[b])
-    return verts[vmap], new_faces, packed
 
 
 def _per_chart(chart, face_direction):
@@ -259,9 +250,10 @@ def _per_chart(chart, face_direction):
 def atlas_stats(faces_in, faces_out, uv, size):
     """What an atlas costs and uses: charts (connected in UV), seam edges (mesh edges cut open),
     and utilisation (the fraction of the ``size`` x ``size`` texels whose centre lies on a face)."""
+    import trimesh
+
     def n_edges(f):
-        e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), 1).astype(np.int64)
-        return len(np.unique(e[:, 0] * (int(f.max()) + 1) + e[:, 1]))
+        return len(trimesh.grouping.unique_rows(np.sort(trimesh.geometry.faces_to_edges(f), 1))[0])
 
     a, b = face_adjacency(faces_out)
     charts = len(np.unique(_components(len(faces_out), a, b, np.ones(len(a), bool))))

@@ -93,6 +93,15 @@ def test_a_surface_that_covers_itself_is_split_until_nothing_overlaps():
     assert atlas_stats(f, f2, uv2, 256)["charts"] >= 2
 
 
+def test_folds_left_after_the_split_rounds_become_one_face_charts(monkeypatch):
+    import uv_atlas
+
+    monkeypatch.setattr(uv_atlas, "MAX_SPLIT_ROUNDS", 0)  # straight to the last resort
+    v, f = helicoid()
+    v2, f2, uv2 = chart_unwrap(v, f, 256)
+    assert brute_overlaps(uv2, f2, 256) == set()
+
+
 def test_a_cube_gets_one_chart_per_side():
     import trimesh
 
